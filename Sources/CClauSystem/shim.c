@@ -1,0 +1,1 @@
+// The header carries everything; SwiftPM needs one source file per C target.

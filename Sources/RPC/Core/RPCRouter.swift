@@ -1,0 +1,156 @@
+import Foundation
+import Logging
+import SwiftProtobuf
+
+/// What a handler knows about the call it serves.
+public struct ServerContext: Sendable {
+    /// The caller as the kernel reported it (SO_PEERCRED), or this process in-process.
+    public let peer: PeerCredentials
+    /// The edge's request id, carried across every hop for log correlation ("-" if absent).
+    public let requestID: String
+    /// When the caller stops waiting; handlers pass it on to the calls they make.
+    public let deadline: ContinuousClock.Instant?
+    public let method: String
+    /// A logger carrying `request_id`, `rpc_method` and `peer_uid`.
+    public var logger: Logger
+
+    /// Options for a downstream call that keeps this call's request id and remaining deadline.
+    public func downstreamOptions() -> CallOptions {
+        CallOptions(requestID: requestID, deadline: deadline)
+    }
+}
+
+/// The handlers of one server, by full method name. Built once at start, then read-only.
+public struct RPCRouter: Sendable {
+    public typealias ErasedHandler = @Sendable (Data, ServerContext) async throws -> Data
+
+    private(set) var handlers: [String: ErasedHandler] = [:]
+
+    public init() {}
+
+    public var methodNames: [String] { handlers.keys.sorted() }
+
+    public mutating func register<Request, Response>(
+        _ method: MethodDescriptor<Request, Response>,
+        handler: @escaping @Sendable (Request, ServerContext) async throws -> Response
+    ) {
+        precondition(handlers[method.fullName] == nil, "\(method.fullName) registered twice")
+        handlers[method.fullName] = { payload, context in
+            let request: Request
+            do {
+                request = try Request(serializedBytes: payload)
+            } catch {
+                throw RPCError(code: .invalidArgument, message: "payload is not a valid \(Request.protoMessageName)")
+            }
+            let response = try await handler(request, context)
+            return try response.serializedBytes()
+        }
+    }
+}
+
+/// The transport-agnostic server: checks the caller against the access policy, enforces the
+/// deadline, runs the handler and turns every outcome into a wire response. Both the Unix-socket
+/// server and the in-process transport call `handle`.
+public final class RPCServerCore: Sendable {
+    public let router: RPCRouter
+    public let accessPolicy: RPCAccessPolicy
+    private let logger: Logger
+
+    public init(router: RPCRouter, accessPolicy: RPCAccessPolicy, logger: Logger) {
+        self.router = router
+        self.accessPolicy = accessPolicy
+        self.logger = logger
+    }
+
+    public func handle(_ request: RPCWireRequest, peer: PeerCredentials) async -> RPCWireResponse {
+        let requestID = Self.sanitizedRequestID(request.metadata["request-id"])
+        var logger = self.logger
+        logger[metadataKey: "request_id"] = "\(requestID)"
+        logger[metadataKey: "rpc_method"] = "\(request.method)"
+        logger[metadataKey: "peer_uid"] = "\(peer.uid)"
+
+        guard let handler = router.handlers[request.method] else {
+            return .failure(RPCError(code: .unimplemented, message: "unknown method"))
+        }
+        guard accessPolicy.allows(method: request.method, peer: peer) else {
+            // Audit event: a refused caller is a sign of a compromised or misconfigured peer.
+            logger.warning("rpc caller refused", metadata: [
+                "event": "permission_denied", "risk": "high",
+                "peer_pid": "\(peer.pid)", "peer_gid": "\(peer.gid)",
+            ])
+            return .failure(RPCError(code: .permissionDenied, message: "caller is not allowed to call \(request.method)"))
+        }
+
+        var deadline: ContinuousClock.Instant?
+        if request.timeoutMicros > 0 {
+            let micros = min(request.timeoutMicros, UInt64(Int64.max / 1000))
+            deadline = .now + .microseconds(Int64(micros))
+        }
+        let context = ServerContext(peer: peer, requestID: requestID, deadline: deadline, method: request.method, logger: logger)
+        do {
+            let payload = try await Self.run(handler, payload: request.payload, context: context)
+            var response = RPCWireResponse()
+            response.status.code = RPCError.Code.ok.rawValue
+            response.payload = payload
+            return response
+        } catch let error as any RPCErrorConvertible {
+            return .failure(error.rpcError)
+        } catch is CancellationError {
+            if let deadline, deadline <= .now {
+                return .failure(RPCError(code: .deadlineExceeded, message: "deadline exceeded"))
+            }
+            return .failure(RPCError(code: .cancelled, message: "call cancelled"))
+        } catch {
+            // Full detail stays in our log; the caller learns only that it failed.
+            logger.error("rpc handler failed", metadata: ["error": "\(String(reflecting: error))"])
+            return .failure(RPCError(code: .internalError, message: "internal error"))
+        }
+    }
+
+    private static func run(_ handler: @escaping RPCRouter.ErasedHandler, payload: Data, context: ServerContext) async throws -> Data {
+        guard let deadline = context.deadline else {
+            return try await handler(payload, context)
+        }
+        if deadline <= .now {
+            throw RPCError(code: .deadlineExceeded, message: "deadline exceeded")
+        }
+        // Race the handler against the deadline; the loser is cancelled. Handlers are expected to
+        // honour cancellation (NIO, postgres-nio and Task.sleep all do).
+        return try await withThrowingTaskGroup(of: Data?.self) { group in
+            group.addTask { try await handler(payload, context) }
+            group.addTask {
+                try await Task.sleep(until: deadline, clock: .continuous)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let result = first else {
+                throw RPCError(code: .deadlineExceeded, message: "deadline exceeded")
+            }
+            return result
+        }
+    }
+
+    /// Request ids come from another process: keep them short and printable so they cannot
+    /// forge log lines.
+    static func sanitizedRequestID(_ raw: String?) -> String {
+        guard let raw, !raw.isEmpty else { return "-" }
+        let allowed = raw.unicodeScalars.prefix(128).filter { $0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || "-_.:".unicodeScalars.contains($0)) }
+        return allowed.isEmpty ? "-" : String(String.UnicodeScalarView(allowed))
+    }
+}
+
+extension RPCWireResponse {
+    static func failure(_ error: RPCError) -> RPCWireResponse {
+        var response = RPCWireResponse()
+        response.status.code = error.code.rawValue
+        response.status.message = error.message
+        response.status.details = error.details
+        return response
+    }
+}
+
+extension RPCWireStatus {
+    var rpcError: RPCError {
+        RPCError(code: RPCError.Code(rawValue: code), message: message, details: details)
+    }
+}

@@ -1,0 +1,30 @@
+import Foundation
+
+/// Calls a server core directly, for fast service tests. The call still goes through the same
+/// serialization, access policy and deadline handling as over a socket; the caller identity is
+/// whatever the test says it is.
+public struct InProcessTransport: ClientTransport {
+    public let server: RPCServerCore
+    public let peer: PeerCredentials
+
+    public init(server: RPCServerCore, peer: PeerCredentials = .currentProcess()) {
+        self.server = server
+        self.peer = peer
+    }
+
+    public func unary(method: String, payload: Data, metadata: [String: String], deadline: ContinuousClock.Instant?) async throws -> Data {
+        var request = RPCWireRequest()
+        request.method = method
+        request.payload = payload
+        request.metadata = metadata
+        if let deadline {
+            if deadline <= .now { throw RPCError(code: .deadlineExceeded, message: "deadline exceeded") }
+            request.timeoutMicros = deadline.remainingMicros
+        }
+        let response = await server.handle(request, peer: peer)
+        guard response.status.code == RPCError.Code.ok.rawValue else {
+            throw response.status.rpcError
+        }
+        return response.payload
+    }
+}

@@ -1,0 +1,177 @@
+import Foundation
+import Logging
+import RPC
+import Synchronization
+
+/// The vault's RPC methods over a `ContextBoundCipher`. Keys can be reloaded (after
+/// `clauctl vault rotate`) without a restart; calls in flight keep the keys they started with.
+public final class VaultHandlers: Sendable {
+    private let cipher: Mutex<ContextBoundCipher>
+    private let decryptLimiter: PerCallerRateLimiter
+    private let audit: Logger
+
+    public init(keys: [FernetKey], decryptsPerMinutePerCaller: Int, logger: Logger) throws {
+        self.cipher = Mutex(try ContextBoundCipher(keys: keys))
+        self.decryptLimiter = PerCallerRateLimiter(limit: decryptsPerMinutePerCaller, window: .seconds(60))
+        var audit = logger
+        audit[metadataKey: "audit"] = "true"
+        self.audit = audit
+    }
+
+    public var keyIDs: [String] { cipher.withLock { $0.fernet.keys.map(\.id) } }
+
+    /// Replaces the key set (first key encrypts). Audited as a key rotation.
+    public func reload(keys: [FernetKey]) throws {
+        let new = try ContextBoundCipher(keys: keys)
+        let previous = cipher.withLock { cipher in
+            defer { cipher = new }
+            return cipher.fernet.currentKeyID
+        }
+        audit.notice("vault keys loaded", metadata: [
+            "event": "key_rotation", "risk": "medium",
+            "previous_key_id": "\(previous)", "current_key_id": "\(new.fernet.currentKeyID)", "key_count": "\(keys.count)",
+        ])
+    }
+
+    public func router() -> RPCRouter {
+        var router = RPCRouter()
+        router.register(VaultAPI.encrypt) { [self] request, context in try encrypt(request, context) }
+        router.register(VaultAPI.decrypt) { [self] request, context in try decrypt(request, context) }
+        router.register(VaultAPI.rewrap) { [self] request, context in try rewrap(request, context) }
+        router.register(VaultAPI.keyStatus) { [self] _, _ in
+            let ids = keyIDs
+            var response = VaultKeyStatusResponse()
+            response.currentKeyID = ids[0]
+            response.keyIds = ids
+            return response
+        }
+        return router
+    }
+
+    /// Decrypt for the broker only; Encrypt/Rewrap/KeyStatus for the broker and operators.
+    public static func accessPolicy(brokerUIDs: Set<UInt32>, adminUIDs: Set<UInt32>) -> RPCAccessPolicy {
+        var policy = RPCAccessPolicy()
+        policy.allow(VaultAPI.decrypt.fullName, uids: brokerUIDs)
+        for method in [VaultAPI.encrypt.fullName, VaultAPI.rewrap.fullName, VaultAPI.keyStatus.fullName] {
+            policy.allow(method, uids: brokerUIDs.union(adminUIDs))
+        }
+        return policy
+    }
+
+    private var currentCipher: ContextBoundCipher { cipher.withLock { $0 } }
+
+    func encrypt(_ request: VaultEncryptRequest, _ context: ServerContext) throws -> VaultEncryptResponse {
+        let cipher = currentCipher
+        do {
+            var response = VaultEncryptResponse()
+            response.token = try cipher.encrypt(plaintext: Array(request.plaintext), context: request.context)
+            response.keyID = cipher.fernet.currentKeyID
+            return response
+        } catch {
+            throw Self.rpcError(for: error)
+        }
+    }
+
+    func decrypt(_ request: VaultDecryptRequest, _ context: ServerContext) throws -> VaultDecryptResponse {
+        var event: Logger.Metadata = [
+            "event": "vault_decrypt", "caller_uid": "\(context.peer.uid)", "caller_pid": "\(context.peer.pid)",
+            "context": "\(Self.loggableContext(request.context))", "request_id": "\(context.requestID)",
+        ]
+        guard decryptLimiter.admit(caller: context.peer.uid) else {
+            event["result"] = "rate_limited"
+            event["risk"] = "high"
+            audit.warning("vault decrypt refused: rate limit", metadata: event)
+            throw RPCError(code: .resourceExhausted, message: "decrypt rate limit exceeded", details: ["retry_after_seconds": "60"])
+        }
+        do {
+            let opened = try currentCipher.decrypt(token: request.token, context: request.context)
+            event["result"] = "ok"
+            event["risk"] = "low"
+            event["key_id"] = "\(opened.keyID)"
+            audit.info("vault decrypt", metadata: event)
+            var response = VaultDecryptResponse()
+            response.plaintext = Data(opened.plaintext)
+            response.keyID = opened.keyID
+            return response
+        } catch {
+            event["result"] = "invalid_token"
+            event["risk"] = "medium"
+            audit.warning("vault decrypt failed", metadata: event)
+            throw Self.rpcError(for: error)
+        }
+    }
+
+    func rewrap(_ request: VaultRewrapRequest, _ context: ServerContext) throws -> VaultRewrapResponse {
+        guard request.items.count <= VaultAPI.maximumRewrapBatch else {
+            throw RPCError(code: .invalidArgument, message: "at most \(VaultAPI.maximumRewrapBatch) items per Rewrap call")
+        }
+        let cipher = currentCipher
+        var response = VaultRewrapResponse()
+        response.results.reserveCapacity(request.items.count)
+        var failed = 0
+        var fromKeys: [String: Int] = [:]
+        for item in request.items {
+            var result = VaultRewrapResult()
+            if let rewrapped = try? cipher.rewrap(token: item.token, context: item.context) {
+                result.ok = true
+                result.token = rewrapped.token
+                result.fromKeyID = rewrapped.oldKeyID
+                result.toKeyID = rewrapped.newKeyID
+                fromKeys[rewrapped.oldKeyID, default: 0] += 1
+            } else {
+                failed += 1
+            }
+            response.results.append(result)
+        }
+        // One audit line per call: a rotation over 100,000 tokens is 20 lines, not 100,000.
+        audit.notice("vault rewrap", metadata: [
+            "event": "vault_rewrap", "risk": failed > 0 ? "medium" : "low",
+            "caller_uid": "\(context.peer.uid)", "caller_pid": "\(context.peer.pid)", "request_id": "\(context.requestID)",
+            "items": "\(request.items.count)", "failed": "\(failed)",
+            "from_key_ids": "\(fromKeys.keys.sorted().map { "\($0):\(fromKeys[$0]!)" }.joined(separator: ","))",
+            "to_key_id": "\(cipher.fernet.currentKeyID)",
+            "result": failed == 0 ? "ok" : "partial",
+        ])
+        return response
+    }
+
+    static func rpcError(for error: any Error) -> RPCError {
+        switch error as? FernetError {
+        case .invalidContext: RPCError(code: .invalidArgument, message: "context must be 1-255 visible ASCII characters")
+        case .invalidToken: RPCError(code: .invalidArgument, message: "token is not valid for this context")
+        default: RPCError(code: .internalError, message: "internal error")
+        }
+    }
+
+    /// Contexts are identifiers like `alpaca:user:<uuid>`, not secrets, but they come from the
+    /// caller: keep them short and printable in the log.
+    static func loggableContext(_ context: String) -> String {
+        String(context.unicodeScalars.prefix(80).filter { $0.isASCII && $0.value > 0x20 && $0.value < 0x7F }.map(Character.init))
+    }
+}
+
+/// Sliding-window counter per caller uid (the vault has few callers, so a dictionary is enough).
+final class PerCallerRateLimiter: Sendable {
+    private let limit: Int
+    private let window: Duration
+    private let calls = Mutex<[UInt32: [ContinuousClock.Instant]]>([:])
+
+    init(limit: Int, window: Duration) {
+        self.limit = limit
+        self.window = window
+    }
+
+    func admit(caller: UInt32, now: ContinuousClock.Instant = .now) -> Bool {
+        calls.withLock { calls in
+            var recent = calls[caller, default: []]
+            recent.removeAll { now - $0 >= window }
+            guard recent.count < limit else {
+                calls[caller] = recent
+                return false
+            }
+            recent.append(now)
+            calls[caller] = recent
+            return true
+        }
+    }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import Logging
+import RPC
+
+/// A test service: echoes what it is sent, optionally after a delay, and says who called.
+enum Echo {
+    static let echo = MethodDescriptor<RPCWireEchoRequest, RPCWireEchoResponse>(service: "clau.test.Echo", method: "Echo")
+    static let fail = MethodDescriptor<RPCWireEchoRequest, RPCWireEchoResponse>(service: "clau.test.Echo", method: "Fail")
+    static let unregistered = MethodDescriptor<RPCWireEchoRequest, RPCWireEchoResponse>(service: "clau.test.Echo", method: "Nope")
+
+    struct DatabaseExploded: Error, CustomStringConvertible {
+        var description: String { "password authentication failed for user clau_auth at /var/lib/secret.sock" }
+    }
+
+    static func router(onCancel: (@Sendable () -> Void)? = nil) -> RPCRouter {
+        var router = RPCRouter()
+        router.register(echo) { request, context in
+            if request.delayMillis > 0 {
+                do {
+                    try await Task.sleep(for: .milliseconds(request.delayMillis))
+                } catch {
+                    onCancel?()
+                    throw error
+                }
+            }
+            var response = RPCWireEchoResponse()
+            response.payload = request.payload
+            response.text = request.text
+            response.peerUid = context.peer.uid
+            response.requestID = context.requestID
+            return response
+        }
+        router.register(fail) { _, _ in throw DatabaseExploded() }
+        return router
+    }
+
+    static func openPolicy(uids: Set<UInt32> = [getuid()]) -> RPCAccessPolicy {
+        var policy = RPCAccessPolicy()
+        policy.allow(echo.fullName, uids: uids)
+        policy.allow(fail.fullName, uids: uids)
+        return policy
+    }
+
+    static func request(_ text: String, payload: Data = Data(), delayMillis: UInt64 = 0) -> RPCWireEchoRequest {
+        var request = RPCWireEchoRequest()
+        request.text = text
+        request.payload = payload
+        request.delayMillis = delayMillis
+        return request
+    }
+}

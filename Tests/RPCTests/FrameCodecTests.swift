@@ -1,0 +1,77 @@
+import NIOCore
+import NIOEmbedded
+import NIOTestUtils
+@testable import RPC
+import Testing
+
+@Suite("Frame codec")
+struct FrameCodecTests {
+    private func framed(_ body: String) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt32(body.utf8.count), endianness: .big)
+        buffer.writeString(body)
+        return buffer
+    }
+
+    @Test func decoderPassesByteToMessageDecoderVerifier() throws {
+        let pairs: [(ByteBuffer, [ByteBuffer])] = [
+            (framed("hello"), [ByteBuffer(string: "hello")]),
+            (framed(""), [ByteBuffer()]),
+            (framed(String(repeating: "x", count: 1000)), [ByteBuffer(string: String(repeating: "x", count: 1000))]),
+        ]
+        try ByteToMessageDecoderVerifier.verifyDecoder(inputOutputPairs: pairs) {
+            RPCFrameDecoder(maximumFrameLength: 4096)
+        }
+    }
+
+    @Test func oversizedLengthIsRejectedFromTheHeaderAlone() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(RPCFrameDecoder(maximumFrameLength: 1024)))
+        var header = ByteBuffer()
+        header.writeInteger(UInt32(1025), endianness: .big)
+        #expect(throws: RPCFrameError.frameTooLarge(length: 1025, maximum: 1024)) {
+            try channel.writeInbound(header)
+        }
+    }
+
+    @Test func frameAtTheLimitIsAccepted() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(RPCFrameDecoder(maximumFrameLength: 16)))
+        try channel.writeInbound(framed(String(repeating: "a", count: 16)))
+        #expect(try channel.readInbound(as: ByteBuffer.self)?.readableBytes == 16)
+    }
+
+    @Test func eofInsideAFrameIsReportedAsTruncated() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(RPCFrameDecoder(maximumFrameLength: 1024)))
+        var partial = framed("0123456789")
+        partial.moveWriterIndex(to: partial.writerIndex - 3)
+        try channel.writeInbound(partial)
+        #expect(throws: RPCFrameError.truncatedFrame) { try channel.finish() }
+    }
+
+    /// Property test: any byte sequence either decodes into frames or fails with a typed error,
+    /// and never makes the decoder hold more than the limit.
+    @Test func randomInputNeverCrashesTheDecoder() throws {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let channel = EmbeddedChannel(handler: ByteToMessageHandler(RPCFrameDecoder(maximumFrameLength: 256), maximumBufferSize: 260))
+            let count = Int.random(in: 0...600, using: &generator)
+            let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            do {
+                try channel.writeInbound(ByteBuffer(bytes: bytes))
+                while let frame = try channel.readInbound(as: ByteBuffer.self) {
+                    #expect(frame.readableBytes <= 256)
+                    _ = try? RPCWireFrame(serializedBytes: Array(frame.readableBytesView))
+                }
+            } catch is RPCFrameError {
+            } catch is ByteToMessageDecoderError {
+            }
+            _ = try? channel.finish()
+        }
+    }
+
+    @Test func requestIDsAreSanitizedBeforeReachingLogs() {
+        #expect(RPCServerCore.sanitizedRequestID("abc-123") == "abc-123")
+        #expect(RPCServerCore.sanitizedRequestID("evil\n{\"level\":\"critical\"}") == "evillevel:critical")
+        #expect(RPCServerCore.sanitizedRequestID(nil) == "-")
+        #expect(RPCServerCore.sanitizedRequestID(String(repeating: "a", count: 500)).count == 128)
+    }
+}

@@ -1,0 +1,223 @@
+import Foundation
+import NIOCore
+import RPC
+import TestSupport
+import ServiceLifecycle
+import Testing
+
+@Suite("Unix-socket transport", .serialized)
+struct UnixSocketTransportTests {
+    @Test func roundTripCarriesPayloadPeerAndRequestID() async throws {
+        try await withServerAndClient { _, client, _ in
+            let rpc = RPCClient(transport: client)
+            let payload = Data((0..<200).map { UInt8($0 % 251) })
+            let reply = try await rpc.call(Echo.echo, Echo.request("hello", payload: payload), options: CallOptions(requestID: "req-123", timeout: .seconds(5)))
+            #expect(reply.text == "hello")
+            #expect(reply.payload == payload)
+            #expect(reply.peerUid == getuid(), "server must see our uid via SO_PEERCRED")
+            #expect(reply.requestID == "req-123", "request id must cross the hop")
+        }
+    }
+
+    @Test func thousandConcurrentCallsOnOneConnectionGetTheirOwnReplies() async throws {
+        try await withServerAndClient { _, client, _ in
+            let rpc = RPCClient(transport: client)
+            let mismatches = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for i in 0..<1000 {
+                    group.addTask {
+                        // Varying delays so replies come back out of order.
+                        let reply = try await rpc.call(Echo.echo, Echo.request("call-\(i)", delayMillis: UInt64(i % 7)))
+                        return reply.text == "call-\(i)"
+                    }
+                }
+                var bad = 0
+                for try await ok in group where !ok { bad += 1 }
+                return bad
+            }
+            #expect(mismatches == 0)
+        }
+    }
+
+    @Test func callPastItsDeadlineFailsWithDeadlineExceeded() async throws {
+        let cancelled = Flag()
+        try await withServerAndClient(router: Echo.router(onCancel: { cancelled.set() })) { _, client, _ in
+            let rpc = RPCClient(transport: client)
+            let start = ContinuousClock.now
+            let error = await #expect(throws: RPCError.self) {
+                _ = try await rpc.call(Echo.echo, Echo.request("slow", delayMillis: 3000), options: CallOptions(timeout: .milliseconds(150)))
+            }
+            #expect(error?.code == .deadlineExceeded)
+            #expect(ContinuousClock.now - start < .seconds(2))
+            // The server gave up on the handler too (it received the deadline with the call).
+            try await waitUntil { cancelled.isSet }
+            // The connection is still good.
+            _ = try await rpc.call(Echo.echo, Echo.request("after"))
+        }
+    }
+
+    @Test func cancellingTheCallerCancelsTheServerHandler() async throws {
+        let cancelled = Flag()
+        try await withServerAndClient(router: Echo.router(onCancel: { cancelled.set() })) { _, client, _ in
+            let rpc = RPCClient(transport: client)
+            let call = Task { try await rpc.call(Echo.echo, Echo.request("slow", delayMillis: 5000)) }
+            try await Task.sleep(for: .milliseconds(100))
+            call.cancel()
+            let result = await call.result
+            #expect((try? result.get()) == nil)
+            if case .failure(let error as RPCError) = result { #expect(error.code == .cancelled) }
+            try await waitUntil { cancelled.isSet }
+        }
+    }
+
+    @Test func clientReportsUnavailableThenRecoversAfterServerRestart() async throws {
+        let directory = try makeSocketDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/restart.sock"
+        func makeServer() -> UnixSocketServer {
+            UnixSocketServer(configuration: .init(path: path), core: RPCServerCore(router: Echo.router(), accessPolicy: Echo.openPolicy(), logger: testLogger), logger: testLogger)
+        }
+        var clientConfiguration = UnixSocketClient.Configuration(path: path)
+        clientConfiguration.maximumBackoff = .milliseconds(100)
+        let client = UnixSocketClient(configuration: clientConfiguration, logger: testLogger)
+        let rpc = RPCClient(transport: client)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await client.run() }
+            let first = makeServer()
+            let firstRun = Task { try await first.run() }
+            await first.waitUntilListening()
+            await client.waitUntilConnected()
+            #expect(try await rpc.call(Echo.echo, Echo.request("one")).text == "one")
+
+            firstRun.cancel()
+            _ = await firstRun.result
+            try await waitUntil { !client.isConnected }
+            let error = await #expect(throws: RPCError.self) { try await rpc.call(Echo.echo, Echo.request("down")) }
+            #expect(error?.code == .unavailable)
+
+            let second = makeServer()
+            group.addTask { try await second.run() }
+            await second.waitUntilListening()
+            await client.waitUntilConnected()
+            #expect(try await rpc.call(Echo.echo, Echo.request("two")).text == "two")
+            group.cancelAll()
+        }
+    }
+
+    @Test(arguments: BadInput.allCases)
+    func badInputClosesOnlyThatConnection(_ input: BadInput) async throws {
+        try await withServerAndClient(configure: { $0.maximumFrameLength = 64 * 1024 }) { _, client, path in
+            let rpc = RPCClient(transport: client)
+            let raw = try RawConnection(path: path)
+            defer { raw.close() }
+            switch input {
+            case .oversizedFrame:
+                // Declares 2 MiB; the server must refuse on the header alone, before buffering.
+                raw.send(withUnsafeBytes(of: UInt32(2 << 20).bigEndian, Array.init) + [1, 2, 3])
+            case .truncatedFrame:
+                raw.send(withUnsafeBytes(of: UInt32(100).bigEndian, Array.init) + [UInt8](repeating: 7, count: 10))
+                raw.shutdownWrite()
+            case .randomBytes:
+                var generator = SystemRandomNumberGenerator()
+                raw.send((0..<4096).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            case .garbageProtobuf:
+                raw.send(frameBytes([0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0x12, 0x99]))
+            case .responseFrameFromClient:
+                raw.send(frameBytes([0x08, 0x01, 0x1A, 0x00]))
+            }
+            let closed = try await offThePool { raw.serverClosed() }
+            #expect(closed, "server must close a connection that sent \(input)")
+            // Everyone else is still served.
+            #expect(try await rpc.call(Echo.echo, Echo.request("still here")).text == "still here")
+            let fresh = try RawConnection(path: path)
+            fresh.close()
+        }
+    }
+
+    enum BadInput: String, CaseIterable, CustomTestStringConvertible {
+        case oversizedFrame, truncatedFrame, randomBytes, garbageProtobuf, responseFrameFromClient
+        var testDescription: String { rawValue }
+    }
+
+    @Test func socketFileGetsTheConfiguredMode() async throws {
+        try await withServerAndClient(configure: { $0.socketMode = 0o600 }) { _, _, path in
+            var info = stat()
+            #expect(stat(path, &info) == 0)
+            #expect(info.st_mode & 0o777 == 0o600)
+            #expect(info.st_mode & S_IFMT == S_IFSOCK)
+        }
+    }
+
+    @Test func refusesToReplaceARegularFileAtTheSocketPath() async throws {
+        let directory = try makeSocketDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/not-a-socket"
+        FileManager.default.createFile(atPath: path, contents: Data("keep me".utf8))
+        let server = UnixSocketServer(configuration: .init(path: path), core: RPCServerCore(router: Echo.router(), accessPolicy: Echo.openPolicy(), logger: testLogger), logger: testLogger)
+        await #expect(throws: SocketSetupError.self) { try await server.run() }
+        #expect(FileManager.default.contents(atPath: path) == Data("keep me".utf8))
+    }
+
+    @Test func gracefulShutdownDrainsCallsInFlight() async throws {
+        let directory = try makeSocketDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/drain.sock"
+        let server = UnixSocketServer(configuration: .init(path: path), core: RPCServerCore(router: Echo.router(), accessPolicy: Echo.openPolicy(), logger: testLogger), logger: testLogger)
+        let client = UnixSocketClient(configuration: .init(path: path), logger: testLogger)
+        let serverGroup = ServiceGroup(configuration: .init(services: [server], logger: testLogger))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await serverGroup.run() }
+            await server.waitUntilListening()
+            group.addTask { try await client.run() }
+            await client.waitUntilConnected()
+            let rpc = RPCClient(transport: client)
+            let slow = Task { try await rpc.call(Echo.echo, Echo.request("drained", delayMillis: 400)) }
+            try await Task.sleep(for: .milliseconds(100))
+            await serverGroup.triggerGracefulShutdown()
+            #expect(try await slow.value.text == "drained")
+            group.cancelAll()
+        }
+        #expect(!FileManager.default.fileExists(atPath: path), "socket file removed on shutdown")
+    }
+
+    @Test func handlerErrorsNeverLeakInternals_R14() async throws {
+        try await withServerAndClient { _, client, _ in
+            let rpc = RPCClient(transport: client)
+            let error = await #expect(throws: RPCError.self) { try await rpc.call(Echo.fail, Echo.request("x")) }
+            #expect(error?.code == .internalError)
+            #expect(error?.message == "internal error")
+            let unknown = await #expect(throws: RPCError.self) { try await rpc.call(Echo.unregistered, Echo.request("x")) }
+            #expect(unknown?.code == .unimplemented)
+        }
+    }
+
+    @Test func requestLargerThanTheFrameLimitIsRefusedByTheClient() async throws {
+        try await withServerAndClient { _, client, _ in
+            let rpc = RPCClient(transport: client)
+            let error = await #expect(throws: RPCError.self) {
+                try await rpc.call(Echo.echo, Echo.request("big", payload: Data(count: 2 << 20)))
+            }
+            #expect(error?.code == .resourceExhausted)
+            let after = try await rpc.call(Echo.echo, Echo.request("ok"))
+            #expect(after.text == "ok")
+        }
+    }
+}
+
+final class Flag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
+}
+
+import Synchronization
+
+func waitUntil(timeout: Duration = .seconds(5), _ condition: @Sendable () -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not met within \(timeout)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}

@@ -1,0 +1,188 @@
+import ClauDatabase
+import Foundation
+import Logging
+import NIOPosix
+import PostgresNIO
+
+/// Where the repository is, for scripts and migrations (tests run from any directory).
+public let repositoryRoot: String = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+/// A real, throwaway PostgreSQL 15 cluster for the tests of one test process (no mocked database
+/// anywhere). Started on first use by `scripts/pg-harness` (initdb in a temp dir, Unix socket
+/// only, run as the `postgres` user when we are root), migrated once, and removed at exit. Each
+/// test gets its own database cloned from the migrated template, so tests never share rows.
+public actor PostgresHarness {
+    public static let shared = PostgresHarness()
+
+    public struct Cluster: Sendable {
+        public let socketDirectory: String
+        public let port: Int
+        public var socketPath: String { "\(socketDirectory)/.s.PGSQL.\(port)" }
+    }
+
+    private var starting: Task<Cluster, any Error>?
+    private var databaseCounter = 0
+    private let logger = Logger(label: "pg-harness")
+
+    /// Starts the cluster once per test process; concurrent callers share the same start.
+    public func start() async throws -> Cluster {
+        if let starting { return try await starting.value }
+        let task = Task { try await Self.startCluster() }
+        starting = task
+        return try await task.value
+    }
+
+    private static func startCluster() async throws -> Cluster {
+        let directory = "/tmp/clau-pg-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let output = try await Shell.run(repositoryRoot + "/scripts/pg-harness", ["start", directory])
+        var port = 0
+        for line in output.split(separator: "\n") where line.hasPrefix("PGPORT=") {
+            port = Int(line.dropFirst(7)) ?? 0
+        }
+        guard port > 0 else { throw HarnessError("pg-harness printed no port: \(output)") }
+        harnessDirectoryToRemoveAtExit = directory
+        atexit {
+            if let directory = harnessDirectoryToRemoveAtExit {
+                _ = try? Shell.run(repositoryRoot + "/scripts/pg-harness", ["stop", directory]) as String
+            }
+        }
+        let cluster = Cluster(socketDirectory: directory, port: port)
+        try await migrate(database: "clau", cluster: cluster)
+        return cluster
+    }
+
+    /// A new database with every schema migrated, for one test.
+    public func freshDatabase() async throws -> TestDatabase {
+        let cluster = try await start()
+        databaseCounter += 1
+        let name = "test_\(databaseCounter)"
+        let admin = try await Self.connect(cluster: cluster, role: "postgres", database: "postgres")
+        defer { Task { try? await admin.close() } }
+        try await admin.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name) TEMPLATE clau"), logger: logger)
+        try await admin.query(PostgresQuery(unsafeSQL: "REVOKE ALL ON DATABASE \(name) FROM PUBLIC"), logger: logger)
+        try await admin.query(PostgresQuery(unsafeSQL: "GRANT CONNECT ON DATABASE \(name) TO clau_auth, clau_broker"), logger: logger)
+        return TestDatabase(cluster: cluster, name: name)
+    }
+
+    private static func migrate(database: String, cluster: Cluster) async throws {
+        for (schema, role) in [("auth", "clau_auth"), ("broker", "clau_broker")] {
+            let migrations = try Migration.load(directory: repositoryRoot + "/migrations/\(schema)")
+            let connection = try await connect(cluster: cluster, role: role, database: database)
+            do {
+                try await MigrationRunner(schema: schema).migrate(migrations, on: connection, logger: Logger(label: "pg-harness"))
+                try await connection.close()
+            } catch {
+                try? await connection.close()
+                throw error
+            }
+        }
+    }
+
+    static func connect(cluster: Cluster, role: String, database: String) async throws -> PostgresConnection {
+        try await PostgresConnection.connect(
+            configuration: .init(unixSocketPath: cluster.socketPath, username: role, password: nil, database: database),
+            id: Int.random(in: 0...Int.max),
+            logger: Logger(label: "pg-harness")
+        )
+    }
+}
+
+/// One test's database. Connect as the role a service would use.
+public struct TestDatabase: Sendable {
+    public let cluster: PostgresHarness.Cluster
+    public let name: String
+
+    public func clientConfiguration(role: String) -> PostgresClient.Configuration {
+        PostgresClient.Configuration(unixSocketPath: cluster.socketPath, username: role, password: nil, database: name)
+    }
+
+    public func connect(role: String, logger: Logger = Logger(label: "test-db")) async throws -> PostgresConnection {
+        try await PostgresConnection.connect(
+            configuration: .init(unixSocketPath: cluster.socketPath, username: role, password: nil, database: name),
+            id: Int.random(in: 0...Int.max),
+            logger: logger
+        )
+    }
+}
+
+nonisolated(unsafe) private var harnessDirectoryToRemoveAtExit: String?
+
+public struct HarnessError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Runs a command to completion; throws with its stderr when it fails.
+public enum Shell {
+    /// The async form runs the blocking wait on its own thread: blocking one of the two
+    /// cooperative-pool threads here would starve the servers under test.
+    @discardableResult
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> String {
+        try await offThePool { try run(executable, arguments, environment: environment) as String }
+    }
+
+    /// posix_spawn + waitpid with output in temp files. Not Foundation's Process: a daemon the
+    /// command starts (pg_ctl's postgres) inherits descriptors Foundation leaves open, and its
+    /// Process then never reports the exit of the command.
+    @discardableResult
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
+        let outputPath = NSTemporaryDirectory() + "shell-\(UUID().uuidString).out"
+        let errorPath = outputPath + ".err"
+        defer {
+            unlink(outputPath)
+            unlink(errorPath)
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let environmentStrings = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { environmentStrings.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environmentStrings)
+        guard spawned == 0 else { throw HarnessError("cannot start \(executable): \(String(cString: strerror(spawned)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let stdout = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        // WIFEXITED && WEXITSTATUS == 0
+        guard status & 0x7f == 0, (status >> 8) & 0xff == 0 else {
+            let stderr = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
+            throw HarnessError("\(executable) \(arguments.joined(separator: " ")) failed (status \(status)): \(stderr)")
+        }
+        return stdout
+    }
+}
+
+/// Copies `Tests/Fixtures/<name>` into a fresh world-readable directory, so a process running as
+/// another user (setpriv) can read it.
+public func copyFixtureToWorldReadableDirectory(_ name: String) throws -> String {
+    let directory = try makeWorldReadableTemporaryDirectory()
+    let destination = directory + "/" + name
+    try FileManager.default.copyItem(atPath: repositoryRoot + "/Tests/Fixtures/" + name, toPath: destination)
+    chmod(destination, 0o755)
+    return destination
+}
+
+/// A new directory under /tmp with mode 0755 (short enough for Unix socket paths).
+public func makeWorldReadableTemporaryDirectory(prefix: String = "clau-test") throws -> String {
+    var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+    guard let result = mkdtemp(&template) else { throw HarnessError("mkdtemp failed") }
+    let path = String(cString: result)
+    chmod(path, 0o755)
+    return path
+}
+
+/// Runs blocking work (a child process, a blocking socket read) on a fresh thread, so that the
+/// Swift concurrency pool stays free for the code under test.
+public func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result { try work() })
+        }
+    }
+}
