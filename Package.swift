@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "clau-vault", targets: ["clau-vault"]),
         .executable(name: "clauctl", targets: ["clauctl"]),
         .executable(name: "rpc-bench", targets: ["rpc-bench"]),
+        .executable(name: "vault-bench", targets: ["vault-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -40,6 +41,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
         // Process plumbing every service shares: JSON log lines, secret files, hardening.
@@ -111,6 +113,12 @@ let package = Package(
             name: "rpc-bench",
             dependencies: ["RPC", .product(name: "NIOPosix", package: "swift-nio")],
             path: "Benchmarks/rpc-bench",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "vault-bench",
+            dependencies: ["RPC", "VaultService", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/vault-bench",
             swiftSettings: swiftSettings
         ),
         // Test helpers: a throwaway PostgreSQL cluster, process launching as other users.

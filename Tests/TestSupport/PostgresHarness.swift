@@ -186,3 +186,77 @@ public func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) 
         }
     }
 }
+
+/// A long-running child process (a service under test) with its output in files.
+public final class SpawnedProcess: Sendable {
+    public let pid: pid_t
+    public let outputPath: String
+
+    private init(pid: pid_t, outputPath: String) {
+        self.pid = pid
+        self.outputPath = outputPath
+    }
+
+    /// Starts `executable`; stdout and stderr both go to `outputPath`.
+    public static func start(_ executable: String, _ arguments: [String], outputPath: String, environment: [String: String] = [:]) throws -> SpawnedProcess {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var merged = ProcessInfo.processInfo.environment
+        merged.merge(environment) { _, new in new }
+        let environmentStrings = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { environmentStrings.forEach { free($0) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, executable, &actions, nil, argv, environmentStrings)
+        guard result == 0 else { throw HarnessError("cannot start \(executable): \(String(cString: strerror(result)))") }
+        return SpawnedProcess(pid: pid, outputPath: outputPath)
+    }
+
+    public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+
+    public func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// Waits up to `timeout` for the process to exit; returns its exit status, or nil if it is
+    /// still running (it is then killed).
+    public func waitForExit(timeout: Duration = .seconds(10)) async throws -> Int32? {
+        let pid = self.pid
+        return try await offThePool {
+            let deadline = ContinuousClock.now + timeout
+            var status: Int32 = 0
+            while ContinuousClock.now < deadline {
+                let result = waitpid(pid, &status, WNOHANG)
+                if result == pid { return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f) }
+                usleep(20_000)
+            }
+            kill(pid, SIGKILL)
+            waitpid(pid, &status, 0)
+            return nil
+        }
+    }
+}
+
+/// Creates a system user for privilege-separation tests (root only) and returns its uid.
+public func ensureSystemUser(_ name: String) throws -> uid_t {
+    if let entry = getpwnam(name) { return entry.pointee.pw_uid }
+    try Shell.run("/usr/sbin/useradd", ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--user-group", name])
+    guard let entry = getpwnam(name) else { throw HarnessError("useradd \(name) did not create the user") }
+    return entry.pointee.pw_uid
+}
+
+public func removeSystemUser(_ name: String) {
+    _ = try? Shell.run("/usr/sbin/userdel", [name]) as String
+}
+
+/// Waits until `path` exists.
+public func waitForFile(_ path: String, timeout: Duration = .seconds(10)) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !FileManager.default.fileExists(atPath: path) {
+        guard ContinuousClock.now < deadline else { throw HarnessError("\(path) did not appear within \(timeout)") }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}

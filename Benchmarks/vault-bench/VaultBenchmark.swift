@@ -1,0 +1,113 @@
+import Foundation
+import Logging
+import RPC
+import VaultService
+
+/// Fernet throughput, side by side in one run: Swift in-process, Decrypt over the vault's Unix
+/// socket, and Python's `cryptography` Fernet (Benchmarks/fernet_python_bench.py).
+/// Usage: swift build -c release --product vault-bench && .build/release/vault-bench [--seconds N]
+@main
+struct VaultBenchmark {
+    static func main() async throws {
+        let arguments = CommandLine.arguments
+        let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[$0 + 1]) } ?? 1.0
+        var logger = Logger(label: "vault-bench")
+        logger.logLevel = .critical
+
+        let key = FernetKey.generate()
+        let plaintext = [UInt8](repeating: 0x61, count: 200)
+        let fernet = Fernet(key: key)
+        let cipher = try ContextBoundCipher(keys: [key])
+        let token = fernet.encrypt(plaintext)
+        let boundToken = try cipher.encrypt(plaintext: plaintext, context: "alpaca:user:bench")
+
+        let swiftEncrypt = rate(seconds) { _ = fernet.encrypt(plaintext) }
+        let swiftDecrypt = rate(seconds) { _ = try? fernet.decrypt(token) }
+        let boundDecrypt = rate(seconds) { _ = try? cipher.decrypt(token: boundToken, context: "alpaca:user:bench") }
+
+        // Decrypt over RPC: a real vault server on a Unix socket, this process as the broker.
+        let directory = "/tmp/clau-vault-bench-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var configuration = VaultConfiguration(socketPath: directory + "/vault.sock", keySource: .developmentKey(key.base64URLEncoded), brokerUIDs: [getuid()])
+        configuration.decryptsPerMinutePerCaller = .max
+        let vault = try Vault.build(configuration: configuration, logger: logger)
+        let client = UnixSocketClient(configuration: .init(path: configuration.socketPath), logger: logger)
+        var request = VaultDecryptRequest()
+        request.token = boundToken
+        request.context = "alpaca:user:bench"
+        let message = request
+        let (rpcSequential, rpcParallel) = try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await vault.server.run() }
+            await vault.server.waitUntilListening()
+            group.addTask { try await client.run() }
+            await client.waitUntilConnected()
+            let rpc = RPCClient(transport: client)
+            let sequential = try await asyncRate(seconds, workers: 1) { _ = try await rpc.call(VaultAPI.decrypt, message) }
+            let parallel = try await asyncRate(seconds, workers: 64) { _ = try await rpc.call(VaultAPI.decrypt, message) }
+            group.cancelAll()
+            return (sequential, parallel)
+        }
+
+        let python = pythonRates(seconds: seconds)
+        func ratio(_ a: Double, _ b: Double?) -> String { b.map { String(format: "%.1f×", a / $0) } ?? "n/a" }
+        print("| measurement (200-byte plaintext) | ops/s | vs Python |")
+        print("|---|---|---|")
+        print("| Swift Fernet encrypt, in-process | \(Int(swiftEncrypt)) | \(ratio(swiftEncrypt, python?.encrypt)) |")
+        print("| Swift Fernet decrypt, in-process | \(Int(swiftDecrypt)) | \(ratio(swiftDecrypt, python?.decrypt)) |")
+        print("| Swift context-bound decrypt (X-4), in-process | \(Int(boundDecrypt)) | \(ratio(boundDecrypt, python?.decrypt)) |")
+        print("| vault Decrypt over RPC, 1 in flight | \(Int(rpcSequential)) | \(ratio(rpcSequential, python?.decrypt)) |")
+        print("| vault Decrypt over RPC, 64 in flight | \(Int(rpcParallel)) | \(ratio(rpcParallel, python?.decrypt)) |")
+        print("| Python cryptography Fernet encrypt | \(python.map { String(Int($0.encrypt)) } ?? "n/a") | 1.0× |")
+        print("| Python cryptography Fernet decrypt | \(python.map { String(Int($0.decrypt)) } ?? "n/a") | 1.0× |")
+    }
+
+    static func rate(_ seconds: Double, _ body: () -> Void) -> Double {
+        for _ in 0..<1000 { body() }
+        let clock = ContinuousClock()
+        let start = clock.now
+        var count = 0
+        while clock.now - start < .milliseconds(Int(seconds * 1000)) {
+            for _ in 0..<100 { body() }
+            count += 100
+        }
+        return Double(count) / inSeconds(clock.now - start)
+    }
+
+    static func asyncRate(_ seconds: Double, workers: Int, _ body: @escaping @Sendable () async throws -> Void) async throws -> Double {
+        for _ in 0..<200 { try await body() }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let end = start + .milliseconds(Int(seconds * 1000))
+        let count = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<workers {
+                group.addTask {
+                    var n = 0
+                    while clock.now < end { try await body(); n += 1 }
+                    return n
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        return Double(count) / inSeconds(clock.now - start)
+    }
+
+    static func inSeconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
+    static func pythonRates(seconds: Double) -> (encrypt: Double, decrypt: Double)? {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("fernet_python_bench.py").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, "--seconds", String(seconds)]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        guard (try? process.run()) != nil else { return nil }
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let encrypt = json["encrypt_ops_s"] as? Double, let decrypt = json["decrypt_ops_s"] as? Double else { return nil }
+        return (encrypt, decrypt)
+    }
+}
