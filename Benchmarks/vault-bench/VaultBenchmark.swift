@@ -37,7 +37,9 @@ struct VaultBenchmark {
         request.token = boundToken
         request.context = "alpaca:user:bench"
         let message = request
-        let (rpcSequential, rpcParallel) = try await withThrowingTaskGroup(of: Void.self) { group in
+        // A rotation: 100,000 stored tokens re-wrapped over RPC in batches of 5,000.
+        let rotationTokens = (0..<100_000).map { i in try! cipher.encrypt(plaintext: plaintext, context: "alpaca:user:\(i)") }
+        let (rpcSequential, rpcParallel, rotation) = try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await vault.server.run() }
             await vault.server.waitUntilListening()
             group.addTask { try await client.run() }
@@ -45,8 +47,24 @@ struct VaultBenchmark {
             let rpc = RPCClient(transport: client)
             let sequential = try await asyncRate(seconds, workers: 1) { _ = try await rpc.call(VaultAPI.decrypt, message) }
             let parallel = try await asyncRate(seconds, workers: 64) { _ = try await rpc.call(VaultAPI.decrypt, message) }
+            try vault.handlers.reload(keys: [FernetKey.generate(), key])
+            let clock = ContinuousClock()
+            let started = clock.now
+            var rewrapped = 0
+            for batchStart in stride(from: 0, to: rotationTokens.count, by: VaultAPI.maximumRewrapBatch) {
+                var batch = VaultRewrapRequest()
+                batch.items = (batchStart..<min(batchStart + VaultAPI.maximumRewrapBatch, rotationTokens.count)).map { i in
+                    var item = VaultRewrapItem()
+                    item.token = rotationTokens[i]
+                    item.context = "alpaca:user:\(i)"
+                    return item
+                }
+                rewrapped += try await rpc.call(VaultAPI.rewrap, batch).results.filter(\.ok).count
+            }
+            precondition(rewrapped == rotationTokens.count)
+            let rotation = inSeconds(clock.now - started)
             group.cancelAll()
-            return (sequential, parallel)
+            return (sequential, parallel, rotation)
         }
 
         let python = pythonRates(seconds: seconds)
@@ -58,6 +76,7 @@ struct VaultBenchmark {
         print("| Swift context-bound decrypt (X-4), in-process | \(Int(boundDecrypt)) | \(ratio(boundDecrypt, python?.decrypt)) |")
         print("| vault Decrypt over RPC, 1 in flight | \(Int(rpcSequential)) | \(ratio(rpcSequential, python?.decrypt)) |")
         print("| vault Decrypt over RPC, 64 in flight | \(Int(rpcParallel)) | \(ratio(rpcParallel, python?.decrypt)) |")
+        print("| rotation: Rewrap 100,000 tokens over RPC (50 batches of 2,000) | \(String(format: "%.2f s", rotation)) | |")
         print("| Python cryptography Fernet encrypt | \(python.map { String(Int($0.encrypt)) } ?? "n/a") | 1.0× |")
         print("| Python cryptography Fernet decrypt | \(python.map { String(Int($0.decrypt)) } ?? "n/a") | 1.0× |")
     }

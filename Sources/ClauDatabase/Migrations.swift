@@ -100,20 +100,20 @@ public struct MigrationRunner: Sendable {
     }
 
     private func apply(_ migration: Migration, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
-            try await connection.withTransaction(logger: logger) { connection -> Bool in
-                try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(schema)))", logger: logger)
-                let rows = try await connection.query(PostgresQuery(unsafeSQL: "SELECT 1 FROM \(schema).schema_migrations WHERE version = $1", binds: Self.binds(migration.version)), logger: logger)
-                for try await _ in rows { return false }
-                for statement in SQLScript.statements(in: migration.sql) {
-                    do {
-                        try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
-                    } catch let error as PSQLError {
-                        throw MigrationError.failed(version: migration.version, name: migration.name, reason: error.serverInfo?[.message] ?? "\(error.code)")
-                    }
+        try await connection.withTransaction(logger: logger) { connection -> Bool in
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(schema)))", logger: logger)
+            let rows = try await connection.query(PostgresQuery(unsafeSQL: "SELECT 1 FROM \(schema).schema_migrations WHERE version = $1", binds: Self.binds(migration.version)), logger: logger)
+            for try await _ in rows { return false }
+            for statement in SQLScript.statements(in: migration.sql) {
+                do {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                } catch let error as PSQLError {
+                    throw MigrationError.failed(version: migration.version, name: migration.name, reason: error.serverInfo?[.message] ?? "\(error.code)")
                 }
-                try await connection.query(PostgresQuery(unsafeSQL: "INSERT INTO \(schema).schema_migrations (version, name) VALUES ($1, $2)", binds: Self.binds(migration.version, migration.name)), logger: logger)
-                return true
             }
+            try await connection.query(PostgresQuery(unsafeSQL: "INSERT INTO \(schema).schema_migrations (version, name) VALUES ($1, $2)", binds: Self.binds(migration.version, migration.name)), logger: logger)
+            return true
+        }
     }
 
     private static func binds(_ version: Int, _ name: String? = nil) -> PostgresBindings {

@@ -123,7 +123,7 @@ public final class VaultHandlers: Sendable {
             }
             response.results.append(result)
         }
-        // One audit line per call: a rotation over 100,000 tokens is 20 lines, not 100,000.
+        // One audit line per call: a rotation over 100,000 tokens is 50 lines, not 100,000.
         audit.notice("vault rewrap", metadata: [
             "event": "vault_rewrap", "risk": failed > 0 ? "medium" : "low",
             "caller_uid": "\(context.peer.uid)", "caller_pid": "\(context.peer.pid)", "request_id": "\(context.requestID)",

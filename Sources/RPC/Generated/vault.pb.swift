@@ -90,7 +90,7 @@ public nonisolated struct VaultDecryptResponse: Sendable {
 }
 
 /// clau.vault.Vault/Rewrap — callers: broker, admin CLI. Re-encrypts each token under the newest
-/// key without returning plaintext. At most 5,000 items per call.
+/// key without returning plaintext. At most 2,000 items per call (keeps request and reply under the 1 MiB frame limit).
 public nonisolated struct VaultRewrapRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for

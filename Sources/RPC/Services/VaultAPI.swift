@@ -11,5 +11,6 @@ public enum VaultAPI {
     /// Callers: broker, admin CLI.
     public static let keyStatus = MethodDescriptor<VaultKeyStatusRequest, VaultKeyStatusResponse>(service: service, method: "KeyStatus")
 
-    public static let maximumRewrapBatch = 5000
+    // 2,000 tokens of a 200-byte secret (≈420 bytes each) fit a 1 MiB frame with room to spare.
+    public static let maximumRewrapBatch = 2000
 }
