@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Logging
 import NIOPosix
@@ -29,7 +30,8 @@ struct RPCBenchmark {
         }
         var policy = RPCAccessPolicy()
         policy.allow(echo.fullName, uids: [getuid()])
-        let server = UnixSocketServer(configuration: .init(path: directory + "/bench.sock"), core: RPCServerCore(router: router, accessPolicy: policy, logger: logger), logger: logger)
+        let core = RPCServerCore(router: router, accessPolicy: policy, logger: logger)
+        let server = UnixSocketServer(configuration: .init(path: directory + "/bench.sock"), core: core, logger: logger)
         let floorPath = directory + "/floor.sock"
         let floor = try RawEchoServer(path: floorPath)
 
@@ -50,6 +52,14 @@ struct RPCBenchmark {
                 request.payload = Data((0..<size).map { UInt8($0 & 0xFF) })
                 // Frame size the raw floor echoes: the same request bytes the RPC sends.
                 let wireSize = size + 40
+                // Same calls through the in-process transport: serialization, policy and dispatch
+                // without sockets or event-loop hops — separates protocol cost from transport cost.
+                let inProcess = RPCClient(transport: InProcessTransport(server: core))
+                let inProcessMessage = request
+                let local = try await measure(seconds: seconds, connections: 1, inFlight: 1) { _ in
+                    _ = try await inProcess.call(echo, inProcessMessage)
+                }
+                print("| sequential, in-process transport (no socket) | \(size == 200 ? "200 B" : "64 KiB") | \(Int(local.rate)) | \(local.p50) | \(local.p99) | – | – | – |")
                 for (name, connections, inFlight) in [("sequential, 1 connection", 1, 1), ("64 in flight, 1 connection", 1, 64), ("64 in flight, 4 connections", 4, 16)] {
                     let rpcClients = clients.map { RPCClient(transport: $0) }
                     let message = request
@@ -150,46 +160,47 @@ final class RawEchoServer: @unchecked Sendable {
 }
 
 enum RawEchoClient {
-    /// Each connection runs on its own thread and keeps `inFlight` frames outstanding.
+    /// Per connection, a writer thread keeps `inFlight` frames outstanding (a semaphore of
+    /// permits) and a reader thread takes the replies, so large frames cannot deadlock on full
+    /// socket buffers.
     static func measure(path: String, frameSize: Int, seconds: Double, connections: Int, inFlight: Int) throws -> RPCBenchmark.Result {
         let results = Mutex<[Int]>([])
-        let counts = Mutex(0)
+        let finished = DispatchSemaphore(value: 0)
         let start = ContinuousClock.now
         let end = start + .milliseconds(Int(seconds * 1000))
-        let threads = (0..<connections).map { _ in
-            Thread {
-                let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-                var address = sockaddr_un.forPath(path)
-                _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-                let frame = withUnsafeBytes(of: UInt32(frameSize).bigEndian, Array.init) + [UInt8](repeating: 7, count: frameSize)
-                var reply = [UInt8](repeating: 0, count: frameSize + 4)
-                var sentAt: [ContinuousClock.Instant] = []
-                var latencies: [Int] = []
-                for _ in 0..<inFlight {
-                    sentAt.append(.now)
+        for _ in 0..<connections {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un.forPath(path)
+            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            let frame = withUnsafeBytes(of: UInt32(frameSize).bigEndian, Array.init) + [UInt8](repeating: 7, count: frameSize)
+            let permits = DispatchSemaphore(value: inFlight)
+            let sentAt = Mutex<[ContinuousClock.Instant]>([])
+            let sentCount = Mutex(0)
+            Thread.detachNewThread {
+                while ContinuousClock.now < end {
+                    permits.wait()
+                    sentAt.withLock { $0.append(.now) }
                     writeFully(fd, frame, frame.count)
+                    sentCount.withLock { $0 += 1 }
                 }
+                shutdown(fd, Int32(SHUT_WR))
+            }
+            Thread.detachNewThread {
+                var reply = [UInt8](repeating: 0, count: frame.count)
+                var latencies: [Int] = []
                 var received = 0
-                while true {
-                    guard readFully(fd, &reply, frame.count) else { break }
-                    latencies.append(RPCBenchmark.micros(.now - sentAt[received % inFlight]))
+                while readFully(fd, &reply, frame.count) {
+                    let sent = sentAt.withLock { $0[received] }
+                    latencies.append(RPCBenchmark.micros(.now - sent))
                     received += 1
-                    if ContinuousClock.now >= end {
-                        // Drain what is still outstanding, then stop.
-                        let outstanding = inFlight - 1
-                        for _ in 0..<outstanding { _ = readFully(fd, &reply, frame.count) }
-                        break
-                    }
-                    sentAt[(received - 1) % inFlight] = .now
-                    writeFully(fd, frame, frame.count)
+                    permits.signal()
                 }
                 close(fd)
                 results.withLock { $0 += latencies }
-                counts.withLock { $0 += 1 }
+                finished.signal()
             }
         }
-        threads.forEach { $0.start() }
-        while counts.withLock({ $0 }) < connections { usleep(1000) }
+        for _ in 0..<connections { finished.wait() }
         return RPCBenchmark.summarize(results.withLock { $0 }, elapsed: ContinuousClock.now - start)
     }
 }

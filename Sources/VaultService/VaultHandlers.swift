@@ -150,11 +150,19 @@ public final class VaultHandlers: Sendable {
     }
 }
 
-/// Sliding-window counter per caller uid (the vault has few callers, so a dictionary is enough).
+/// Sliding-window limit per caller uid, approximated with two fixed windows (the previous
+/// window's count weighted by how much of it still overlaps): O(1) time and memory per caller
+/// whatever the limit.
 final class PerCallerRateLimiter: Sendable {
+    private struct Counter {
+        var windowStart: ContinuousClock.Instant
+        var current: Int = 0
+        var previous: Int = 0
+    }
+
     private let limit: Int
     private let window: Duration
-    private let calls = Mutex<[UInt32: [ContinuousClock.Instant]]>([:])
+    private let counters = Mutex<[UInt32: Counter]>([:])
 
     init(limit: Int, window: Duration) {
         self.limit = limit
@@ -162,15 +170,22 @@ final class PerCallerRateLimiter: Sendable {
     }
 
     func admit(caller: UInt32, now: ContinuousClock.Instant = .now) -> Bool {
-        calls.withLock { calls in
-            var recent = calls[caller, default: []]
-            recent.removeAll { now - $0 >= window }
-            guard recent.count < limit else {
-                calls[caller] = recent
+        counters.withLock { counters in
+            var counter = counters[caller] ?? Counter(windowStart: now)
+            let elapsed = now - counter.windowStart
+            if elapsed >= window {
+                counter.previous = elapsed < window * 2 ? counter.current : 0
+                counter.current = 0
+                counter.windowStart = elapsed < window * 2 ? counter.windowStart + window : now
+            }
+            let overlap = 1 - (now - counter.windowStart) / window
+            let estimate = Double(counter.previous) * max(0, overlap) + Double(counter.current)
+            guard estimate < Double(limit) else {
+                counters[caller] = counter
                 return false
             }
-            recent.append(now)
-            calls[caller] = recent
+            counter.current += 1
+            counters[caller] = counter
             return true
         }
     }
