@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "clau-vault", targets: ["clau-vault"]),
+        .executable(name: "clau-auth", targets: ["clau-auth"]),
         .executable(name: "clauctl", targets: ["clauctl"]),
         .executable(name: "rpc-bench", targets: ["rpc-bench"]),
     ],
@@ -101,6 +102,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "clau-auth",
+            dependencies: [
+                "AuthService", "ClauSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -28,6 +28,8 @@ public struct AuthConfiguration: Sendable {
     public var socketMode: mode_t = 0o660
     public var socketGroup: gid_t?
     public var maximumFrameLength: Int = 1 << 20
+    /// How long `run()` waits for PostgreSQL to answer before giving up.
+    public var databaseStartupTimeout: Duration = .seconds(10)
 
     public init(socketPath: String, database: PostgresClient.Configuration, signingKeys: [SigningKey]) {
         self.socketPath = socketPath
