@@ -110,7 +110,8 @@ public final class AuthHandlers: Sendable {
 
     func login(_ request: AuthLoginRequest, _ context: ServerContext) async throws -> AuthLoginResponse {
         let email = Validation.normalizedEmail(request.email)
-        let user = email.isEmpty ? nil : try await store.findUser(emailNormalized: email, logger: context.logger)
+        // Addresses that cannot have been registered are looked up no further (same error, same bcrypt time).
+        let user = email.isEmpty || email.utf8.count > 254 ? nil : try await store.findUser(emailNormalized: email, logger: context.logger)
         let matched: Bool
         if let user {
             matched = try await hasher.verify(request.password, against: user.passwordHash)

@@ -268,3 +268,51 @@ struct AuthServiceCoreTests {
         }
     }
 }
+
+@Suite("Auth service timing and isolation")
+struct AuthServiceTimingTests {
+    /// an unknown e-mail costs the same as a wrong password (a dummy bcrypt verify at the
+    /// configured cost). Cost 8 makes bcrypt dominate the database lookup; the tries alternate
+    /// so machine load drifts affect both sides alike.
+    @Test func unknownAndKnownEmailTakeTheSameTime_X2() async throws {
+        try await withAuthService(bcryptCost: 8) { auth in
+            try await auth.register("timing@example.com")
+            var known: [Duration] = []
+            var unknown: [Duration] = []
+            let clock = ContinuousClock()
+            for i in 0..<50 {
+                for (email, isKnown) in [("timing@example.com", true), ("nobody-\(i)@example.com", false)] {
+                    let start = clock.now
+                    _ = try? await auth.login(email, password: "Wrong!password-entirely9")
+                    let elapsed = clock.now - start
+                    if isKnown { known.append(elapsed) } else { unknown.append(elapsed) }
+                }
+            }
+            func median(_ values: [Duration]) -> Double {
+                let sorted = values.sorted()
+                let middle = sorted[sorted.count / 2]
+                return Double(middle.components.seconds) + Double(middle.components.attoseconds) / 1e18
+            }
+            let (k, u) = (median(known), median(unknown))
+            #expect(abs(k - u) / max(k, u) < 0.10, "medians: known \(k) s, unknown \(u) s")
+        }
+    }
+
+    /// C-3: bcrypt runs on its own pool, so a burst of logins does not stall other calls.
+    @Test func bcryptBurstDoesNotBlockOtherCalls_C3() async throws {
+        try await withAuthService(bcryptCost: 10, configure: { $0.bcryptThreads = 1 }) { auth in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<8 {
+                    group.addTask { _ = try? await auth.login("burst-\(i)@example.com", password: "Wrong!password-entirely9") }
+                }
+                try await Task.sleep(for: .milliseconds(50))
+                let clock = ContinuousClock()
+                let start = clock.now
+                _ = try await auth.client().call(AuthAPI.getJWKS, AuthGetJWKSRequest())
+                let elapsed = clock.now - start
+                #expect(elapsed < .milliseconds(200), "GetJWKS took \(elapsed) during a bcrypt burst")
+                try await group.waitForAll()
+            }
+        }
+    }
+}
