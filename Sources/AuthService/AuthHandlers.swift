@@ -177,8 +177,42 @@ public final class AuthHandlers: Sendable {
             throw Self.invalidRefreshToken
         }
         let presentedHash = AuthStore.tokenHash(request.refreshToken)
+        switch try await rotateInTransaction(presentedHash: presentedHash, context) {
+        case .issued(let pair):
+            var response = AuthRefreshResponse()
+            response.tokens = pair
+            return response
+        case .reuseDetected(let familyID, let userID):
+            graceCache.remove(family: familyID)
+            audit.warning("refresh token reuse: family revoked", metadata: [
+                "event": "token_reuse_detected", "risk": "high", "user_id": "\(userID)",
+                "session_id": "\(familyID)", "request_id": "\(context.requestID)",
+            ])
+            throw Self.invalidRefreshToken
+        case .rejected(let reason):
+            audit.notice("refresh refused", metadata: ["event": "refresh_refused", "risk": "low", "reason": "\(reason)", "request_id": "\(context.requestID)"])
+            throw Self.invalidRefreshToken
+        }
+    }
+
+    /// Locks the presented token's row, lets `RefreshFamilyStateMachine` decide, and applies the
+    /// decision, all in one transaction.
+    private func rotateInTransaction(presentedHash: Data, _ context: ServerContext) async throws -> RefreshOutcome {
         let logger = context.logger
-        let outcome: RefreshOutcome = try await store.client.withTransaction(logger: logger) { connection in
+        var cachedHere = false
+        do {
+            return try await rotate(presentedHash: presentedHash, context, logger: logger, cached: &cachedHere)
+        } catch {
+            // A rotation that did not commit must not be handed out as a grace successor.
+            if cachedHere { graceCache.remove(presentedHash: presentedHash) }
+            throw error
+        }
+    }
+
+    private func rotate(presentedHash: Data, _ context: ServerContext, logger: Logger, cached: inout Bool) async throws -> RefreshOutcome {
+        var didCache = false
+        defer { cached = didCache }
+        return try await store.client.withTransaction(logger: logger) { connection in
             let now = self.now()
             guard let row = try await AuthStore.lockRefreshToken(hash: presentedHash, on: connection, logger: logger) else {
                 return .rejected("unknown_token")
@@ -203,6 +237,7 @@ public final class AuthHandlers: Sendable {
                 // Cached before COMMIT releases the row lock, so a concurrent refresh that
                 // waited on the lock finds the successor (the DB keeps hashes only).
                 self.graceCache.store(pair, for: presentedHash, rotatedAt: now)
+                didCache = true
                 return .issued(pair)
             case .returnExistingSuccessor:
                 if let pair = self.graceCache.successor(for: presentedHash, now: now) {
@@ -216,22 +251,6 @@ public final class AuthHandlers: Sendable {
             case .reject(let rejection):
                 return .rejected("\(rejection)")
             }
-        }
-        switch outcome {
-        case .issued(let pair):
-            var response = AuthRefreshResponse()
-            response.tokens = pair
-            return response
-        case .reuseDetected(let familyID, let userID):
-            graceCache.remove(family: familyID)
-            audit.warning("refresh token reuse: family revoked", metadata: [
-                "event": "token_reuse_detected", "risk": "high", "user_id": "\(userID)",
-                "session_id": "\(familyID)", "request_id": "\(context.requestID)",
-            ])
-            throw Self.invalidRefreshToken
-        case .rejected(let reason):
-            audit.notice("refresh refused", metadata: ["event": "refresh_refused", "risk": "low", "reason": "\(reason)", "request_id": "\(context.requestID)"])
-            throw Self.invalidRefreshToken
         }
     }
 
@@ -350,6 +369,10 @@ final class GraceCache: Sendable {
             }
             return entry.pair
         }
+    }
+
+    func remove(presentedHash: Data) {
+        entries.withLock { $0[presentedHash] = nil }
     }
 
     func remove(family: UUID) {

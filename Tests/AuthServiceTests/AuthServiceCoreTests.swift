@@ -145,6 +145,24 @@ struct AuthServiceCoreTests {
         }
     }
 
+    @Test func graceReuseAfterRestartIsRefusedWithoutRevoking_R1() async throws {
+        try await withAuthService { auth in
+            try await auth.register("rae@example.com")
+            let first = try await auth.login("rae@example.com").tokens
+            let successor = try await auth.refresh(first.refreshToken)
+            // A restarted process has no successor plaintext (the DB holds hashes only).
+            let restarted = AuthHandlers(store: auth.handlers.store, hasher: auth.handlers.hasher, issuer: auth.handlers.issuer, logger: quietLogger, now: { auth.clock.now })
+            let core = RPCServerCore(router: restarted.router(), accessPolicy: AuthHandlers.accessPolicy(edgeUIDs: [edgePeer.uid], adminUIDs: []), logger: quietLogger)
+            var request = AuthRefreshRequest()
+            request.refreshToken = first.refreshToken
+            let error = await #expect(throws: RPCError.self) { try await RPCClient(transport: InProcessTransport(server: core, peer: edgePeer)).call(AuthAPI.refresh, request) }
+            #expect(error?.code == .unauthenticated)
+            // Inside the grace window this is not theft: the family stays live.
+            _ = try await auth.refresh(successor.refreshToken)
+            #expect(try await auth.scalars("SELECT count(*) FROM auth.audit_events", as: Int64.self) == [0])
+        }
+    }
+
     @Test func sixtyFourConcurrentRefreshesYieldOneSuccessor_C2() async throws {
         try await withAuthService(configure: { $0.database.options.maximumConnections = 8 }) { auth in
             try await auth.register("race@example.com")
