@@ -1,0 +1,100 @@
+import Foundation
+import Logging
+import NIOPosix
+import PostgresNIO
+import RPC
+import ServiceLifecycle
+
+/// The auth process: its PostgreSQL client, bcrypt pool, signing keys, handlers and socket
+/// server. `clau-auth`'s `@main` only parses configuration and runs this; tests call `build`
+/// too and drive `core` through the in-process transport.
+public struct AuthService: Service {
+    public let handlers: AuthHandlers
+    public let core: RPCServerCore
+    public let server: UnixSocketServer
+    public let postgres: PostgresClient
+    public let bcryptPool: NIOThreadPool
+    public let configuration: AuthConfiguration
+
+    /// Checks the configuration (refusing a bcrypt cost below 10, an access-token lifetime over
+    /// 30 minutes, no signing key) and builds everything. Starts the bcrypt pool; `run()`
+    /// shuts it down. Errors name the setting at fault, never key material.
+    public static func build(configuration: AuthConfiguration, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }) async throws -> AuthService {
+        guard let current = configuration.signingKeys.first else {
+            throw AuthStartupError("no JWT signing key configured")
+        }
+        guard configuration.bcryptThreads >= 1 else { throw AuthStartupError("bcrypt threads must be at least 1") }
+        let issuer: TokenIssuer
+        do {
+            issuer = try TokenIssuer(current: current, previous: Array(configuration.signingKeys.dropFirst()), issuer: configuration.issuer, audience: configuration.audience, lifetime: configuration.accessTokenLifetime)
+        } catch let error as TokenKeyError {
+            throw AuthStartupError(error.description)
+        }
+        let pool = NIOThreadPool(numberOfThreads: configuration.bcryptThreads)
+        pool.start()
+        let hasher: PasswordHasher
+        do {
+            if configuration.allowWeakBcryptCostForTests {
+                hasher = try await PasswordHasher.makeForTesting(cost: configuration.bcryptCost, threadPool: pool)
+            } else {
+                hasher = try await PasswordHasher.make(cost: configuration.bcryptCost, threadPool: pool)
+            }
+        } catch {
+            try? await pool.shutdownGracefully()
+            throw AuthStartupError("bcrypt cost must be between \(PasswordHasher.minimumProductionCost) and 31 (got \(configuration.bcryptCost))")
+        }
+        let postgres = PostgresClient(configuration: configuration.database, backgroundLogger: logger)
+        let handlers = AuthHandlers(store: AuthStore(client: postgres), hasher: hasher, issuer: issuer, passwordPolicy: configuration.passwordPolicy, refreshPolicy: configuration.refreshPolicy, logger: logger, now: now)
+        let core = RPCServerCore(router: handlers.router(), accessPolicy: AuthHandlers.accessPolicy(edgeUIDs: configuration.edgeUIDs, adminUIDs: configuration.adminUIDs), logger: logger)
+        var serverConfiguration = UnixSocketServer.Configuration(path: configuration.socketPath)
+        serverConfiguration.socketMode = configuration.socketMode
+        serverConfiguration.socketGroup = configuration.socketGroup
+        serverConfiguration.maximumFrameLength = configuration.maximumFrameLength
+        let server = UnixSocketServer(configuration: serverConfiguration, core: core, logger: logger)
+        return AuthService(handlers: handlers, core: core, server: server, postgres: postgres, bcryptPool: pool, configuration: configuration)
+    }
+
+    /// Runs the PostgreSQL client and the socket server until graceful shutdown, then stops the
+    /// bcrypt pool.
+    public func run() async throws {
+        do {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { await postgres.run() }
+                try await checkDatabase(timeout: configuration.databaseStartupTimeout)
+                try await server.run()
+                group.cancelAll()
+            }
+        } catch {
+            try? await bcryptPool.shutdownGracefully()
+            throw error
+        }
+        try? await bcryptPool.shutdownGracefully()
+    }
+}
+
+extension AuthService {
+    /// postgres-nio's client retries forever on a wrong password or a missing database: fail the
+    /// start instead, with a message that names the problem but no credential.
+    public func checkDatabase(timeout: Duration) async throws {
+        let logger = Logger(label: "clau-auth.startup")
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await postgres.query("SELECT count(*) FROM auth.schema_migrations", logger: logger)
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return false
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), first else {
+                throw AuthStartupError("PostgreSQL did not answer within \(timeout) (check the socket path, role, password and that `clauctl migrate --schema auth` ran)")
+            }
+        }
+    }
+}
+
+public struct AuthStartupError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,132 @@
+import ArgumentParser
+import AuthService
+import ClauSupport
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+
+/// `clau-auth`: reads configuration, hardens the process, loads the JWT signing keys and runs
+/// the auth service until SIGTERM.
+@main
+struct AuthMain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "clau-auth",
+        abstract: "Accounts, bcrypt, JWT access tokens and refresh-token families over a Unix socket."
+    )
+
+    @Option(help: "Socket path.")
+    var socket: String = "/run/clau/auth.sock"
+
+    @Option(help: "Socket file mode, octal.")
+    var socketMode: String = "0660"
+
+    @Option(help: "Group owning the socket file (name or gid): the edge's and operators' group.")
+    var socketGroup: String?
+
+    @Option(help: "PostgreSQL Unix socket path.")
+    var dbSocket: String = "/run/postgresql/.s.PGSQL.5432"
+
+    @Option(help: "PostgreSQL database.")
+    var dbName: String = "clau"
+
+    @Option(help: "PostgreSQL role (owner of schema auth only).")
+    var dbUser: String = "clau_auth"
+
+    @Option(help: "File holding the PostgreSQL password (mode 0400/0600; default: $CREDENTIALS_DIRECTORY/db-password if present, else peer/trust auth).")
+    var dbPasswordFile: String?
+
+    @Option(name: .customLong("signing-key"), help: "ALG:KID:PEM-FILE (ALG = RS256, ES256, EdDSA or HS256; for HS256 the file holds the secret). Repeatable: the first signs, the others only verify. Default: RS256 from $CREDENTIALS_DIRECTORY/jwt-signing-key with --signing-kid.")
+    var signingKeys: [String] = []
+
+    @Option(help: "Key id of the credential-provided signing key.")
+    var signingKid: String = "auth-1"
+
+    @Option(name: .customLong("edge-user"), help: "User (name or uid) allowed to call every method. Repeatable.")
+    var edgeUsers: [String] = []
+
+    @Option(name: .customLong("admin-user"), help: "User (name or uid) allowed to call RevokeAllSessions, GetUser, GetJWKS. Repeatable.")
+    var adminUsers: [String] = []
+
+    @Option(help: "bcrypt cost (10-31).")
+    var bcryptCost: Int = PasswordHasher.defaultCost
+
+    @Option(help: "bcrypt threads: at most this many hashes at once.")
+    var bcryptThreads: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    @Option(help: "Access-token lifetime in minutes (1-30).")
+    var accessTokenMinutes: Int = 15
+
+    @Option(help: "JWT iss.")
+    var issuer: String = "clau-auth"
+
+    @Option(help: "JWT aud.")
+    var audience: String = "clau-api"
+
+    @Option(help: "Log level.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        LoggingSystem.bootstrapJSON(level: Logger.Level(rawValue: logLevel) ?? .info)
+        let logger = Logger(label: "clau-auth")
+        do {
+            // Before any key or password hash is read (C-11).
+            try ProcessHardening.disableCoreDumpsAndPtrace()
+            let service = try await AuthService.build(configuration: try await makeConfiguration(), logger: logger)
+            let group = ServiceGroup(configuration: .init(
+                services: [.init(service: service)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            ))
+            logger.info("auth starting", metadata: [
+                "socket": "\(socket)", "signing_kid": "\(service.handlers.issuer.current.kid)",
+                "alg": "\(service.handlers.issuer.current.algorithm.rawValue)", "bcrypt_cost": "\(bcryptCost)",
+            ])
+            try await group.run()
+        } catch {
+            logger.critical("auth refused to start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+    }
+
+    func makeConfiguration() async throws -> AuthConfiguration {
+        guard let mode = mode_t(socketMode, radix: 8), mode <= 0o777 else { throw AuthStartupError("--socket-mode \(socketMode) is not an octal file mode") }
+        let edges = try Set(edgeUsers.map(UserLookup.uid(of:)))
+        guard !edges.isEmpty else { throw AuthStartupError("--edge-user is required: without it nobody may log in") }
+        guard (1...30).contains(accessTokenMinutes) else { throw AuthStartupError("--access-token-minutes must be 1-30") }
+
+        var keys: [SigningKey] = []
+        for spec in signingKeys {
+            let fields = spec.split(separator: ":", maxSplits: 2).map(String.init)
+            guard fields.count == 3, let algorithm = AccessTokenAlgorithm(rawValue: fields[0]), !fields[1].isEmpty else {
+                throw AuthStartupError("--signing-key must be ALG:KID:FILE with ALG one of RS256, ES256, EdDSA, HS256")
+            }
+            keys.append(try await SigningKey.load(pem: try SecretFile.readString(at: fields[2]), algorithm: algorithm, kid: fields[1]))
+        }
+        if keys.isEmpty {
+            guard let path = SecretFile.credentialPath("jwt-signing-key") else {
+                throw AuthStartupError("no JWT signing key: pass --signing-key, or run under systemd with LoadCredential=jwt-signing-key")
+            }
+            keys.append(try await SigningKey.load(pem: try SecretFile.readString(at: path), algorithm: .rs256, kid: signingKid))
+        }
+
+        var password: String?
+        if let dbPasswordFile {
+            password = try SecretFile.readString(at: dbPasswordFile)
+        } else if let path = SecretFile.credentialPath("db-password"), FileManager.default.fileExists(atPath: path) {
+            password = try SecretFile.readString(at: path)
+        }
+        let database = PostgresClient.Configuration(unixSocketPath: dbSocket, username: dbUser, password: password, database: dbName)
+        var configuration = AuthConfiguration(socketPath: socket, database: database, signingKeys: keys)
+        configuration.socketMode = mode
+        configuration.socketGroup = try socketGroup.map(UserLookup.gid(of:))
+        configuration.edgeUIDs = edges
+        configuration.adminUIDs = try Set(adminUsers.map(UserLookup.uid(of:)))
+        configuration.bcryptCost = bcryptCost
+        configuration.bcryptThreads = bcryptThreads
+        configuration.accessTokenLifetime = TimeInterval(accessTokenMinutes * 60)
+        configuration.issuer = issuer
+        configuration.audience = audience
+        return configuration
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import Logging
+import NIOPosix
+import PostgresNIO
+import RPC
+import Synchronization
+import TestSupport
+@testable import AuthService
+
+let quietLogger: Logger = {
+    var logger = Logger(label: "auth-test")
+    logger.logLevel = .critical
+    return logger
+}()
+
+let edgePeer = PeerCredentials(pid: 20, uid: 981, gid: 981)
+let adminPeer = PeerCredentials(pid: 21, uid: 982, gid: 982)
+let strangerPeer = PeerCredentials(pid: 22, uid: 983, gid: 983)
+
+/// A strong password under the R-6 policy, used throughout.
+let goodPassword = "Tq7!vexing-Walrus-orbit"
+
+/// RSA key generation takes a while: one key for the whole suite.
+let sharedRSAKey = Task { try await SigningKey.generate(algorithm: .rs256, kid: "test-rs256-1") }
+
+/// A settable clock for expiry, grace-window and idle tests.
+final class TestClock: Sendable {
+    private let current: Mutex<Date>
+    init(_ start: Date = Date(timeIntervalSince1970: TimeInterval(Int(Date().timeIntervalSince1970)))) { current = Mutex(start) }
+    var now: Date { current.withLock { $0 } }
+    func advance(_ seconds: TimeInterval) { current.withLock { $0 = $0.addingTimeInterval(seconds) } }
+}
+
+func fixtureData(_ name: String) throws -> Data {
+    try Data(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/\(name)"))
+}
+
+struct AuthHarness: Sendable {
+    let service: AuthService
+    let database: TestDatabase
+    let clock: TestClock
+
+    var handlers: AuthHandlers { service.handlers }
+
+    func client(as peer: PeerCredentials = edgePeer) -> RPCClient {
+        RPCClient(transport: InProcessTransport(server: service.core, peer: peer))
+    }
+
+    func register(_ email: String, password: String = goodPassword, name: String = "Ada Lovelace") async throws {
+        var request = AuthRegisterRequest()
+        request.email = email
+        request.password = password
+        request.fullName = name
+        _ = try await client().call(AuthAPI.register, request)
+    }
+
+    func login(_ email: String, password: String = goodPassword) async throws -> AuthLoginResponse {
+        var request = AuthLoginRequest()
+        request.email = email
+        request.password = password
+        return try await client().call(AuthAPI.login, request)
+    }
+
+    func refresh(_ token: String) async throws -> AuthTokenPair {
+        var request = AuthRefreshRequest()
+        request.refreshToken = token
+        return try await client().call(AuthAPI.refresh, request).tokens
+    }
+
+    func isRevoked(accessToken: String) async throws -> Bool {
+        let claims = try handlers.issuer.verifier.verify(accessToken, now: clock.now)
+        var request = AuthCheckRevokedRequest()
+        request.jti = claims.jti
+        return try await client().call(AuthAPI.checkRevoked, request).revoked
+    }
+
+    /// Runs a query as the service's role and returns the first column of each row.
+    func scalars<T: PostgresDecodable & Sendable>(_ query: PostgresQuery, as: T.Type) async throws -> [T] {
+        let connection = try await database.connect(role: "clau_auth", logger: quietLogger)
+        do {
+            var values: [T] = []
+            for try await value in try await connection.query(query, logger: quietLogger).decode(T.self) { values.append(value) }
+            try await connection.close()
+            return values
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+}
+
+/// A fresh database, an auth service on it (bcrypt cost 4, test-only), its PostgreSQL client
+/// running for the duration of `body`.
+func withAuthService<T: Sendable>(
+    signingKey: SigningKey? = nil,
+    bcryptCost: Int = 4,
+    configure: (inout AuthConfiguration) -> Void = { _ in },
+    _ body: @Sendable (AuthHarness) async throws -> T
+) async throws -> T {
+    let database = try await PostgresHarness.shared.freshDatabase()
+    let key = if let signingKey { signingKey } else { try await sharedRSAKey.value }
+    var configuration = AuthConfiguration(socketPath: "/unused", database: database.clientConfiguration(role: "clau_auth"), signingKeys: [key])
+    configuration.bcryptCost = bcryptCost
+    configuration.allowWeakBcryptCostForTests = true
+    configuration.bcryptThreads = 2
+    configuration.database.options.maximumConnections = 4
+    configuration.edgeUIDs = [edgePeer.uid]
+    configuration.adminUIDs = [adminPeer.uid]
+    configure(&configuration)
+    let clock = TestClock()
+    let service = try await AuthService.build(configuration: configuration, logger: quietLogger, now: { clock.now })
+    let harness = AuthHarness(service: service, database: database, clock: clock)
+    let result: Result<T, any Error> = await withTaskGroup(of: Void.self) { group in
+        group.addTask { await service.postgres.run() }
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await body(harness))
+        } catch {
+            result = .failure(error)
+        }
+        group.cancelAll()
+        return result
+    }
+    try? await service.bcryptPool.shutdownGracefully()
+    return try result.get()
+}
