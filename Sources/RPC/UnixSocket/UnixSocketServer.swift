@@ -134,21 +134,28 @@ public final class UnixSocketServer: Service, Sendable {
                                 try await outbound.write(Self.encode(callID: callID, response: busy))
                                 continue
                             }
-                            let task = Task { await core.handle(request, peer: peer) }
+                            // The call's own task writes its reply (one hand-off fewer than
+                            // returning it to the group child); a call cancelled by the client
+                            // (Cancel frame or deadline) gets no reply.
+                            let task = Task {
+                                let response = await core.handle(request, peer: peer)
+                                if !Task.isCancelled {
+                                    try? await outbound.write(Self.encode(callID: callID, response: response))
+                                }
+                            }
                             guard calls.insert(callID, task) else {
                                 task.cancel()
                                 throw RPCFrameError.protocolViolation("call id \(callID) already in flight")
                             }
+                            // The group child keeps the call inside this connection's lifetime and
+                            // removes it from the registry once it is done (always after insert).
                             group.addTask {
-                                let response = await withTaskCancellationHandler {
+                                await withTaskCancellationHandler {
                                     await task.value
                                 } onCancel: {
                                     task.cancel()
                                 }
-                                // A cancelled call gets no response: the client stopped waiting.
-                                if calls.remove(callID) {
-                                    try? await outbound.write(Self.encode(callID: callID, response: response))
-                                }
+                                calls.remove(callID)
                             }
                         case .cancel:
                             calls.cancel(callID)
@@ -191,11 +198,11 @@ public struct SocketSetupError: Error, CustomStringConvertible {
 
 /// Calls running on one connection, so a Cancel frame can reach the right one.
 private final class CallsInFlight: Sendable {
-    private let tasks = Mutex<[UInt64: Task<RPCWireResponse, Never>]>([:])
+    private let tasks = Mutex<[UInt64: Task<Void, Never>]>([:])
 
     var count: Int { tasks.withLock { $0.count } }
 
-    func insert(_ id: UInt64, _ task: Task<RPCWireResponse, Never>) -> Bool {
+    func insert(_ id: UInt64, _ task: Task<Void, Never>) -> Bool {
         tasks.withLock { tasks in
             guard tasks[id] == nil else { return false }
             tasks[id] = task
@@ -203,9 +210,8 @@ private final class CallsInFlight: Sendable {
         }
     }
 
-    /// True if the call was still registered (it was not cancelled by the client).
-    func remove(_ id: UInt64) -> Bool {
-        tasks.withLock { $0.removeValue(forKey: id) != nil }
+    func remove(_ id: UInt64) {
+        _ = tasks.withLock { $0.removeValue(forKey: id) }
     }
 
     func cancel(_ id: UInt64) {
