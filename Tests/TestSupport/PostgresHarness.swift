@@ -133,19 +133,7 @@ public enum Shell {
             unlink(outputPath)
             unlink(errorPath)
         }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        let environmentStrings = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { environmentStrings.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environmentStrings)
-        guard spawned == 0 else { throw HarnessError("cannot start \(executable): \(String(cString: strerror(spawned)))") }
+        let pid = try spawn(executable, arguments, environment: environment ?? ProcessInfo.processInfo.environment, outputPath: outputPath, errorPath: errorPath)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let stdout = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
@@ -199,21 +187,9 @@ public final class SpawnedProcess: Sendable {
 
     /// Starts `executable`; stdout and stderr both go to `outputPath`.
     public static func start(_ executable: String, _ arguments: [String], outputPath: String, environment: [String: String] = [:]) throws -> SpawnedProcess {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
         var merged = ProcessInfo.processInfo.environment
         merged.merge(environment) { _, new in new }
-        let environmentStrings = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { environmentStrings.forEach { free($0) } }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, nil, argv, environmentStrings)
-        guard result == 0 else { throw HarnessError("cannot start \(executable): \(String(cString: strerror(result)))") }
+        let pid = try spawn(executable, arguments, environment: merged, outputPath: outputPath, errorPath: nil)
         return SpawnedProcess(pid: pid, outputPath: outputPath)
     }
 
@@ -259,4 +235,27 @@ public func waitForFile(_ path: String, timeout: Duration = .seconds(10)) async 
         guard ContinuousClock.now < deadline else { throw HarnessError("\(path) did not appear within \(timeout)") }
         try await Task.sleep(for: .milliseconds(20))
     }
+}
+
+/// posix_spawn with stdin from /dev/null and stdout (and stderr, or into stdout when `errorPath`
+/// is nil) written to files.
+func spawn(_ executable: String, _ arguments: [String], environment: [String: String], outputPath: String, errorPath: String?) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    if let errorPath {
+        posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    } else {
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    }
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    let environmentStrings = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { environmentStrings.forEach { free($0) } }
+    var pid: pid_t = 0
+    let result = posix_spawn(&pid, executable, &actions, nil, argv, environmentStrings)
+    guard result == 0 else { throw HarnessError("cannot start \(executable): \(String(cString: strerror(result)))") }
+    return pid
 }
