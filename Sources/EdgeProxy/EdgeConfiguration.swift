@@ -1,0 +1,111 @@
+import Foundation
+import NIOSSL
+
+/// Everything `buildApplication` needs. `clau-edge`'s `@main` fills it from flags and secret files;
+/// tests fill it directly. The edge holds the TLS key, the JWT public keys (fetched from auth) and
+/// the SHA-256 of the admin key — nothing else (SPEC §1).
+public struct EdgeConfiguration: Sendable {
+    /// How the edge faces clients (C-10, C-12).
+    public enum Listener: Sendable {
+        /// HTTPS on `host:port`, plus an optional plain-HTTP listener that only answers 301 to
+        /// `publicBaseURL` (nil: no redirect listener).
+        case https(host: String, port: Int, tls: TLSMaterial, redirectPort: Int?)
+        /// Plain HTTP behind nginx on loopback: `X-Forwarded-For`/`X-Forwarded-Proto` are
+        /// believed only from `trustedProxies`; otherwise the TCP peer is the client.
+        case behindProxy(host: String, port: Int, trustedProxies: [String])
+    }
+
+    /// Certificate chain and private key, PEM. Read by the caller from `$CREDENTIALS_DIRECTORY`
+    /// or files (SecretFile refuses group/world-readable keys).
+    public struct TLSMaterial: Sendable {
+        public var certificateChainPEM: [UInt8]
+        public var privateKeyPEM: [UInt8]
+        public init(certificateChainPEM: [UInt8], privateKeyPEM: [UInt8]) {
+            self.certificateChainPEM = certificateChainPEM
+            self.privateKeyPEM = privateKeyPEM
+        }
+    }
+
+    public var listener: Listener
+    /// auth.sock (RPC, Unix socket).
+    public var authSocketPath: String
+    /// Where redirects point, e.g. `https://api.clau.example` (never taken from `Host`: no open redirect).
+    public var publicBaseURL: String = "https://localhost"
+    /// JWT `iss` / `aud` the access tokens must carry (C-2).
+    public var issuer: String = "clau-auth"
+    public var audience: String = "clau-api"
+    /// Clock skew tolerated on `exp`/`nbf`/`iat`, seconds.
+    public var tokenLeewaySeconds: Int64 = 5
+    /// A JWKS refresh on an unknown `kid` happens at most this often.
+    public var jwksRefreshMinimumInterval: Duration = .seconds(10)
+    /// SHA-256 of the admin key (C-8). nil: every admin route answers 403.
+    public var adminKeySHA256: [UInt8]?
+    /// Admin routes need an MFA-fresh token (`amr` containing `otp` or `mfa`, X-5).
+    public var adminRequiresMFA = true
+    /// Deadline given to every RPC call.
+    public var rpcTimeout: Duration = .seconds(5)
+    /// requests in flight beyond this are shed with 503 + Retry-After at once.
+    public var maximumInFlightRequests = 512
+    /// body limit (default 1 MiB, never above 8 MiB), header bytes, URI length.
+    public var maximumBodyBytes = 1 << 20
+    public static let bodyBytesCap = 8 << 20
+    public var maximumHeaderBytes = 8 * 1024
+    public var maximumURIBytes = 8 * 1024
+    /// a connection with no traffic for this long is closed; a body must arrive within `bodyReadTimeout`.
+    public var idleTimeout: Duration = .seconds(30)
+    public var bodyReadTimeout: Duration = .seconds(10)
+    /// HSTS value sent on every HTTPS response (C-10).
+    public var strictTransportSecurity = "max-age=63072000; includeSubDomains"
+
+    public init(listener: Listener, authSocketPath: String) {
+        self.listener = listener
+        self.authSocketPath = authSocketPath
+    }
+
+    /// Refuses settings outside their bounds; the message names the setting.
+    public func validate() throws(EdgeStartupError) {
+        guard maximumBodyBytes > 0, maximumBodyBytes <= Self.bodyBytesCap else {
+            throw EdgeStartupError("maximum body size must be 1 byte to 8 MiB (got \(maximumBodyBytes))")
+        }
+        guard maximumInFlightRequests >= 1 else { throw EdgeStartupError("maximum in-flight requests must be at least 1") }
+        guard (1024...65536).contains(maximumHeaderBytes) else { throw EdgeStartupError("maximum header bytes must be 1 KiB to 64 KiB") }
+        if let hash = adminKeySHA256, hash.count != 32 { throw EdgeStartupError("admin key hash must be 32 bytes (SHA-256)") }
+        guard publicBaseURL.hasPrefix("https://"), !publicBaseURL.dropFirst(8).contains("/") else {
+            throw EdgeStartupError("public base URL must be https://host[:port] without a path")
+        }
+    }
+}
+
+public struct EdgeStartupError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+extension EdgeConfiguration.TLSMaterial {
+    /// The server TLS configuration of C-10/C-12: TLS 1.2 minimum, 1.3 maximum, ECDHE with AEAD
+    /// ciphers only (TLS 1.3 suites are AEAD by construction), groups X25519, P-256, P-384 only.
+    public func serverConfiguration() throws -> TLSConfiguration {
+        let chain: [NIOSSLCertificate]
+        let key: NIOSSLPrivateKey
+        do {
+            chain = try NIOSSLCertificate.fromPEMBytes(certificateChainPEM)
+            key = try NIOSSLPrivateKey(bytes: privateKeyPEM, format: .pem)
+        } catch {
+            throw EdgeStartupError("TLS certificate or key is not valid PEM")
+        }
+        guard !chain.isEmpty else { throw EdgeStartupError("TLS certificate file holds no certificate") }
+        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.maximumTLSVersion = .tlsv13
+        configuration.cipherSuiteValues = Self.cipherSuites
+        configuration.curves = [.x25519, .secp256r1, .secp384r1]
+        configuration.applicationProtocols = ["http/1.1"]
+        return configuration
+    }
+
+    public static let cipherSuites: [NIOTLSCipher] = [
+        .TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, .TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        .TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, .TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        .TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, .TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
+}

@@ -1,0 +1,131 @@
+import Foundation
+import HTTPTypes
+import RPC
+
+/// One problem with one input field (C-15): `{"name", "problem"}`.
+public struct FieldProblem: Sendable, Hashable, Codable {
+    public var name: String
+    public var problem: String
+    public init(name: String, problem: String) {
+        self.name = name
+        self.problem = problem
+    }
+}
+
+/// Errors that know the HTTP answer they become. Anything thrown that does not conform becomes
+/// a bare 500 with the request id and nothing else (R-14).
+public protocol EdgeErrorConvertible: Error {
+    var edgeError: EdgeError { get }
+}
+
+/// An HTTP error as the client sees it: `{"error": {"code", "message", "request_id", "fields"?}}`.
+/// `message` is always safe to show: it is written here or is an RPC's safe message.
+public struct EdgeError: Error, Sendable, EdgeErrorConvertible, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var code: String
+    public var message: String
+    public var fields: [FieldProblem]
+    /// Extra response headers (Retry-After, WWW-Authenticate, Allow, X-RateLimit-*).
+    public var headers: [(HTTPField.Name, String)]
+
+    public init(_ status: HTTPResponse.Status, code: String, message: String, fields: [FieldProblem] = [], headers: [(HTTPField.Name, String)] = []) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields
+        self.headers = headers
+    }
+
+    public var edgeError: EdgeError { self }
+    public var description: String { "\(status.code) \(code): \(message)" }
+
+    // The errors the edge itself raises.
+    static func unauthenticated(_ message: String = "a valid access token or API key is required") -> EdgeError {
+        EdgeError(.unauthorized, code: "unauthenticated", message: message, headers: [(.wwwAuthenticate, "Bearer")])
+    }
+    static func invalidToken() -> EdgeError {
+        EdgeError(.unauthorized, code: "invalid_token", message: "the access token is invalid, expired or revoked", headers: [(.wwwAuthenticate, #"Bearer error="invalid_token""#)])
+    }
+    static func forbidden(_ message: String = "not allowed") -> EdgeError { EdgeError(.forbidden, code: "forbidden", message: message) }
+    static func notFound(_ message: String = "no such resource") -> EdgeError { EdgeError(.notFound, code: "not_found", message: message) }
+    static func serviceUnavailable(_ message: String = "a required service is unavailable, try again shortly", retryAfter: Int = 1) -> EdgeError {
+        EdgeError(.serviceUnavailable, code: "service_unavailable", message: message, headers: [(.retryAfter, "\(retryAfter)")])
+    }
+    static func validation(_ fields: [FieldProblem], message: String = "the request body is invalid") -> EdgeError {
+        EdgeError(.unprocessableContent, code: "validation_failed", message: message, fields: fields)
+    }
+    static func malformedJSON() -> EdgeError { EdgeError(.badRequest, code: "malformed_json", message: "the request body is not valid JSON") }
+    static let internalError = EdgeError(.internalServerError, code: "internal_error", message: "internal error")
+}
+
+extension HTTPField.Name {
+    static let requestID = HTTPField.Name("X-Request-ID")!
+    static let apiKey = HTTPField.Name("X-API-Key")!
+    static let adminKey = HTTPField.Name("X-Admin-Key")!
+    static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
+    static let forwardedProto = HTTPField.Name("X-Forwarded-Proto")!
+    static let rateLimitLimit = HTTPField.Name("X-RateLimit-Limit")!
+    static let rateLimitRemaining = HTTPField.Name("X-RateLimit-Remaining")!
+    static let rateLimitReset = HTTPField.Name("X-RateLimit-Reset")!
+    static let xContentTypeOptions = HTTPField.Name("X-Content-Type-Options")!
+}
+
+/// RPC status → HTTP (SPEC §2, docs/rpc.md). `passwordField` names the body field a password-policy
+/// violation (`details["violations"]`) belongs to.
+extension RPCError: EdgeErrorConvertible {
+    public var edgeError: EdgeError { edgeError(passwordField: "password") }
+
+    func edgeError(passwordField: String) -> EdgeError {
+        switch code {
+        case .invalidArgument:
+            var fields: [FieldProblem] = []
+            if let field = details["field"], Self.isSafeName(field) {
+                fields.append(FieldProblem(name: field, problem: message))
+            }
+            if let violations = details["violations"] {
+                for violation in violations.split(separator: ",") where Self.isSafeName(String(violation)) {
+                    fields.append(FieldProblem(name: passwordField, problem: String(violation)))
+                }
+            }
+            return EdgeError(.unprocessableContent, code: "validation_failed", message: message, fields: fields)
+        case .unauthenticated:
+            let code = Self.isSafeName(message) ? message : "unauthenticated"
+            return EdgeError(.unauthorized, code: code, message: Self.humanMessage(forCode: code))
+        case .permissionDenied: return EdgeError(.forbidden, code: "forbidden", message: message)
+        case .notFound: return EdgeError(.notFound, code: "not_found", message: message)
+        case .alreadyExists, .conflict, .aborted: return EdgeError(.conflict, code: "conflict", message: message)
+        case .resourceExhausted:
+            let seconds = details["retry_after_seconds"].flatMap(Int.init).map { max(1, $0) } ?? 1
+            return EdgeError(.tooManyRequests, code: "rate_limited", message: message, headers: [(.retryAfter, "\(seconds)")])
+        case .failedPrecondition, .outOfRange: return EdgeError(.badRequest, code: "bad_request", message: message)
+        case .unimplemented: return EdgeError(.notImplemented, code: "not_implemented", message: "not implemented")
+        case .unavailable: return .serviceUnavailable()
+        case .deadlineExceeded: return EdgeError(.gatewayTimeout, code: "upstream_timeout", message: "a required service did not answer in time")
+        default: return .internalError
+        }
+    }
+
+    /// snake_case machine words only (they become `code`s and field names).
+    static func isSafeName(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= 64 && text.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F || ($0 >= 0x30 && $0 <= 0x39) }
+    }
+
+    static func humanMessage(forCode code: String) -> String {
+        switch code {
+        case "invalid_credentials": "the e-mail or password is wrong, or the account is locked"
+        case "invalid_refresh_token": "the refresh token is invalid, expired or revoked"
+        case "invalid_access_token": "the access token is invalid, expired or revoked"
+        default: "authentication failed"
+        }
+    }
+}
+
+extension EdgeError {
+    /// The JSON body of this error for one request.
+    func body(requestID: String) -> Data {
+        var object: [String: Any] = ["code": code, "message": message, "request_id": requestID]
+        if !fields.isEmpty { object["fields"] = fields.map { ["name": $0.name, "problem": $0.problem] } }
+        return (try? JSONSerialization.data(withJSONObject: ["error": object], options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data(#"{"error":{"code":"internal_error","message":"internal error"}}"#.utf8)
+    }
+}

@@ -1,0 +1,307 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import RPC
+import Synchronization
+
+/// The request context: Hummingbird's core storage plus the TCP peer address.
+public struct EdgeRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let peerIP: String?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = CoreRequestContextStorage(source: source)
+        self.peerIP = source.channel.remoteAddress?.ipAddress
+    }
+}
+
+/// State shared by every request of one edge process.
+public final class EdgeApplicationState: Sendable {
+    public let configuration: EdgeConfiguration
+    let auth: RPCClient
+    let jwks: JWKSCache
+    let verifier: AccessTokenVerifier
+    let routes: RouteTable
+    let logger: Logger
+    let accessLogger: Logger
+    let inFlight = Atomic<Int>(0)
+
+    init(configuration: EdgeConfiguration, auth: RPCClient, logger: Logger, accessLogger: Logger) {
+        self.configuration = configuration
+        self.auth = auth
+        self.jwks = JWKSCache(rpc: auth, timeout: configuration.rpcTimeout, minimumRefreshInterval: configuration.jwksRefreshMinimumInterval, logger: logger)
+        self.verifier = AccessTokenVerifier(cache: jwks, issuer: configuration.issuer, audience: configuration.audience, leeway: configuration.tokenLeewaySeconds)
+        self.routes = .clau()
+        self.logger = logger
+        self.accessLogger = accessLogger
+    }
+
+    /// Reads a request body within the size limit (413) and the read timeout (408) (R-18).
+    func readBody(_ request: Request) async throws -> Data {
+        let limit = configuration.maximumBodyBytes
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
+            throw EdgeError(.contentTooLarge, code: "payload_too_large", message: "the request body exceeds \(limit) bytes")
+        }
+        let timeout = configuration.bodyReadTimeout
+        let buffer: ByteBuffer? = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask {
+                do {
+                    return try await request.body.collect(upTo: limit)
+                } catch is NIOTooManyBytesError {
+                    throw EdgeError(.contentTooLarge, code: "payload_too_large", message: "the request body exceeds \(limit) bytes")
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
+        }
+        guard let buffer else {
+            throw EdgeError(.requestTimeout, code: "request_timeout", message: "the request body did not arrive in time")
+        }
+        return Data(buffer.readableBytesView)
+    }
+}
+
+/// Every request goes through here: request id, client address, admission (R-16), limits
+/// (R-18), routing (404/405), authentication (C-2, C-6, C-8), owner checks (C-7), the handler,
+/// error shaping (R-14) and one access-log line (C-17).
+struct EdgeResponder: HTTPResponder {
+    typealias Context = EdgeRequestContext
+
+    let state: EdgeApplicationState
+    /// HTTPS listener (HSTS on every response) or behind nginx (trusted proxies only).
+    let isTLS: Bool
+    let trustedProxies: Set<String>?
+
+    func respond(to request: Request, context: EdgeRequestContext) async throws -> Response {
+        let started = ContinuousClock.now
+        let requestID = Self.requestID(from: request.headers)
+        let peer = context.peerIP ?? "-"
+        let (clientIP, forwardedHTTPS) = Self.clientAddress(peer: peer, headers: request.headers, trustedProxies: trustedProxies)
+        var log = AccessLogEntry(requestID: requestID, clientIP: clientIP, method: request.method.rawValue)
+        let reply: Response
+        do {
+            reply = try await handle(request, requestID: requestID, clientIP: clientIP, log: &log)
+        } catch {
+            let edgeError: EdgeError
+            if let convertible = error as? any EdgeErrorConvertible {
+                edgeError = convertible.edgeError
+            } else {
+                // Never internals to the client (R-14); the type only in our log.
+                state.logger.error("unhandled error", metadata: ["request_id": "\(requestID)", "error_type": "\(type(of: error))"])
+                edgeError = .internalError
+            }
+            reply = errorResponse(edgeError, requestID: requestID)
+        }
+        var response = reply
+        finish(&response, requestID: requestID, hsts: isTLS || forwardedHTTPS)
+        log.status = Int(response.status.code)
+        log.bytesOut = response.body.contentLength ?? 0
+        log.bytesIn = request.headers[.contentLength].flatMap(Int.init) ?? 0
+        log.latency = ContinuousClock.now - started
+        log.emit(to: state.accessLogger)
+        return response
+    }
+
+    private func handle(_ request: Request, requestID: String, clientIP: String, log: inout AccessLogEntry) async throws -> Response {
+        let path = request.uri.path
+        guard request.head.path.map({ $0.utf8.count <= state.configuration.maximumURIBytes }) ?? true else {
+            throw EdgeError(.uriTooLong, code: "uri_too_long", message: "the request URI is too long")
+        }
+        let lookup = state.routes.lookup(method: request.method, path: path)
+        let exempt: Bool
+        if case .found(let route, _) = lookup { exempt = route.exemptFromAdmission } else { exempt = false }
+
+        // R-16: shed at once past the bound instead of queueing.
+        if !exempt {
+            let current = state.inFlight.wrappingAdd(1, ordering: .relaxed).newValue
+            if current > state.configuration.maximumInFlightRequests {
+                state.inFlight.wrappingSubtract(1, ordering: .relaxed)
+                throw EdgeError.serviceUnavailable("the server is busy, retry shortly", retryAfter: 1)
+            }
+        }
+        defer { if !exempt { state.inFlight.wrappingSubtract(1, ordering: .relaxed) } }
+
+        // R-18: header bytes (the HTTP decoder itself stops at 64 KiB).
+        let headerBytes = request.headers.reduce(0) { $0 + $1.name.rawName.utf8.count + $1.value.utf8.count + 4 }
+        guard headerBytes <= state.configuration.maximumHeaderBytes else {
+            throw EdgeError(.requestHeaderFieldsTooLarge, code: "headers_too_large", message: "the request headers exceed \(state.configuration.maximumHeaderBytes) bytes")
+        }
+
+        let route: Route
+        let parameters: [String: String]
+        switch lookup {
+        case .notFound:
+            throw EdgeError.notFound("no route for this path")
+        case .methodNotAllowed(let allowed):
+            let allow = Set(allowed.map(\.rawValue)).sorted().joined(separator: ", ")
+            throw EdgeError(.methodNotAllowed, code: "method_not_allowed", message: "method not allowed on this path", headers: [(.allow, allow)])
+        case .found(let found, let found2):
+            route = found
+            parameters = found2
+        }
+        log.route = route.template
+
+        let (caller, bearer) = try await authenticate(request, route: route, requestID: requestID)
+        log.userID = caller?.sub
+
+        // C-7: a user-scoped path must name the caller, checked before any RPC; a foreign id is 404.
+        if let owner = parameters["userId"], route.template.hasPrefix("/v1/users/") {
+            guard let caller, owner.lowercased() == caller.sub else { throw EdgeError.notFound() }
+        }
+
+        let call = EdgeCall(request: request, requestID: requestID, clientIP: clientIP, parameters: parameters, caller: caller, bearerToken: bearer, app: state)
+        let reply = try await route.handler(call)
+        var headers = HTTPFields()
+        var body = ByteBuffer()
+        if let data = reply.body {
+            headers[.contentType] = reply.contentType
+            body = ByteBuffer(bytes: data)
+        }
+        return Response(status: reply.status, headers: headers, body: reply.body == nil ? ResponseBody() : ResponseBody(byteBuffer: body))
+    }
+
+    // MARK: Authentication
+
+    private func authenticate(_ request: Request, route: Route, requestID: String) async throws -> (AccessClaims?, String?) {
+        guard route.auth != .public else { return (nil, nil) }
+        let credential = try Self.credential(from: request.headers)
+        let claims: AccessClaims
+        let bearer: String
+        switch credential {
+        case .apiKey:
+            // ── API keys (R-3) ── the single place to wire auth's `AuthenticateAPIKey` RPC once it exists:
+            // call it with the presented key and build the caller from its answer (user id, role, scopes).
+            // Until then every API key is refused.
+            throw EdgeError.unauthenticated("API keys are not accepted yet")
+        case .bearer(let token):
+            do {
+                claims = try await state.verifier.verify(token, now: Date(), requestID: requestID)
+            } catch {
+                state.logger.notice("access token rejected", metadata: ["event": "token_rejected", "risk": "low", "reason": "\(error)", "request_id": "\(requestID)"])
+                throw EdgeError.invalidToken()
+            }
+            bearer = token
+        }
+        // R-1: revocation through auth, failing closed: no answer means no entry.
+        var check = AuthCheckRevokedRequest()
+        check.jti = claims.jti
+        let revoked: Bool
+        do {
+            revoked = try await state.auth.call(AuthAPI.checkRevoked, check, options: CallOptions(requestID: requestID, timeout: state.configuration.rpcTimeout)).revoked
+        } catch {
+            state.logger.warning("revocation check failed; refusing", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
+            throw EdgeError.serviceUnavailable("cannot verify the session right now, retry shortly")
+        }
+        guard !revoked else { throw EdgeError.invalidToken() }
+
+        if route.auth == .admin {
+            guard claims.role == "admin" else { throw EdgeError.forbidden("admin role required") }
+            if state.configuration.adminRequiresMFA {
+                guard claims.amr.contains("otp") || claims.amr.contains("mfa") else {
+                    throw EdgeError(.forbidden, code: "mfa_required", message: "an access token minted after a second-factor check is required")
+                }
+            }
+            guard let expected = state.configuration.adminKeySHA256, let presented = request.headers[.adminKey],
+                  Self.constantTimeEqual(Array(SHA256.hash(data: Data(presented.utf8))), expected)
+            else { throw EdgeError.forbidden("admin key required") }
+        }
+        return (claims, bearer)
+    }
+
+    enum Credential { case bearer(String), apiKey(String) }
+
+    static func credential(from headers: HTTPFields) throws(EdgeError) -> Credential {
+        if let key = headers[.apiKey] { return .apiKey(key) }
+        guard let authorization = headers[.authorization] else { throw .unauthenticated() }
+        let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated() }
+        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        guard !token.isEmpty else { throw .unauthenticated() }
+        return token.hasPrefix("clau_") ? .apiKey(token) : .bearer(token)
+    }
+
+    /// C-8: no early exit on the first differing byte.
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for index in a.indices { difference |= a[index] ^ b[index] }
+        return difference == 0
+    }
+
+    // MARK: Request id, client address, response headers
+
+    /// A sane incoming `X-Request-ID` (1–64 of `[A-Za-z0-9._-]`) or a fresh one.
+    static func requestID(from headers: HTTPFields) -> String {
+        if let incoming = headers[.requestID], (1...64).contains(incoming.utf8.count),
+           incoming.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D }) {
+            return incoming
+        }
+        return UUID().uuidString.lowercased()
+    }
+
+    /// The client IP: the TCP peer, unless the peer is a configured proxy — then the right-most
+    /// `X-Forwarded-For` entry that is not itself a trusted proxy (C-12).
+    static func clientAddress(peer: String, headers: HTTPFields, trustedProxies: Set<String>?) -> (String, Bool) {
+        guard let trustedProxies, trustedProxies.contains(peer) else { return (peer, false) }
+        let forwardedHTTPS = headers[values: .forwardedProto].last?.trimmingCharacters(in: .whitespaces).lowercased() == "https"
+        let hops = headers[values: .forwardedFor].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
+        for hop in hops.reversed() {
+            guard IPAddress.isValid(hop) else { break }
+            if !trustedProxies.contains(hop) { return (hop, forwardedHTTPS) }
+        }
+        return (peer, forwardedHTTPS)
+    }
+
+    func errorResponse(_ error: EdgeError, requestID: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        for (name, value) in error.headers { headers.append(HTTPField(name: name, value: value)) }
+        return Response(status: error.status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: error.body(requestID: requestID))))
+    }
+
+    func finish(_ response: inout Response, requestID: String, hsts: Bool) {
+        response.headers[.requestID] = requestID
+        response.headers[.cacheControl] = "no-store"
+        response.headers[.xContentTypeOptions] = "nosniff"
+        if hsts { response.headers[.strictTransportSecurity] = state.configuration.strictTransportSecurity }
+    }
+}
+
+enum IPAddress {
+    static func isValid(_ text: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, text, &v4) == 1 || inet_pton(AF_INET6, text, &v6) == 1
+    }
+}
+
+/// One JSON line per request (C-17): never bodies, tokens, passwords, keys or credential headers —
+/// only the fields below exist.
+struct AccessLogEntry {
+    var requestID: String
+    var clientIP: String
+    var method: String
+    var route = "-"
+    var status = 0
+    var latency: Duration = .zero
+    var userID: String?
+    var bytesIn = 0
+    var bytesOut = 0
+
+    func emit(to logger: Logger) {
+        let (seconds, attoseconds) = latency.components
+        let milliseconds = Double(seconds) * 1000 + Double(attoseconds) / 1e15
+        logger.info("request", metadata: [
+            "request_id": "\(requestID)", "client_ip": "\(clientIP)", "method": "\(method)", "route": "\(route)",
+            "status": "\(status)", "latency_ms": "\(String(format: "%.2f", milliseconds))", "user_id": "\(userID ?? "-")",
+            "bytes_in": "\(bytesIn)", "bytes_out": "\(bytesOut)",
+        ])
+    }
+}

@@ -1,0 +1,191 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOPosix
+import RPC
+import ServiceLifecycle
+import Synchronization
+
+/// Bound ports, known once the listeners run (port 0 in tests).
+public struct EdgePorts: Sendable, Equatable {
+    /// HTTPS, or the plain listener behind nginx.
+    public var api: Int
+    /// The redirect-only plain-HTTP listener, when configured.
+    public var redirect: Int?
+}
+
+/// Builds the edge: the auth RPC client, the JWKS warm-up, the API listener and (HTTPS mode)
+/// the redirect listener, as one `Service`. `clau-edge` and the tests both call this.
+public func buildApplication(configuration: EdgeConfiguration, logger: Logger, accessLogger: Logger? = nil) throws -> EdgeService {
+    try configuration.validate()
+    let client = UnixSocketClient(configuration: .init(path: configuration.authSocketPath), logger: logger)
+    let state = EdgeApplicationState(configuration: configuration, auth: RPCClient(transport: client), logger: logger, accessLogger: accessLogger ?? logger)
+    let ports = PortRegistry(expectRedirect: {
+        if case .https(_, _, _, let redirect?) = configuration.listener { _ = redirect; return true }
+        return false
+    }())
+    let http1 = HTTP1Channel.Configuration(
+        additionalChannelHandlers: [NoDelayHandler()],
+        idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.components.seconds) * 1_000_000_000),
+        httpDecoderConfiguration: .init(maxHeaderFieldSize: 64 * 1024, maxHeaderListSize: 64 * 1024, maxHeaderFieldCount: 200)
+    )
+    var services: [any Service] = []
+    switch configuration.listener {
+    case .https(let host, let port, let tls, let redirectPort):
+        let responder = EdgeResponder(state: state, isTLS: true, trustedProxies: nil)
+        let server = try HTTPServerBuilder.tls(.http1(configuration: http1), tlsConfiguration: try tls.serverConfiguration())
+        services.append(Application(
+            responder: responder, server: server,
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in ports.set(api: channel.localAddress?.port) },
+            logger: logger
+        ))
+        if let redirectPort {
+            services.append(Application(
+                responder: RedirectResponder(baseURL: configuration.publicBaseURL),
+                server: .http1(configuration: http1),
+                configuration: ApplicationConfiguration(address: .hostname(host, port: redirectPort), serverName: nil),
+                onServerRunning: { channel in ports.set(redirect: channel.localAddress?.port) },
+                logger: logger
+            ))
+        }
+    case .behindProxy(let host, let port, let trusted):
+        let responder = EdgeResponder(state: state, isTLS: false, trustedProxies: Set(trusted))
+        services.append(Application(
+            responder: responder, server: .http1(configuration: http1),
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in ports.set(api: channel.localAddress?.port) },
+            logger: logger
+        ))
+    }
+    return EdgeService(client: client, state: state, listeners: services, ports: ports, logger: logger)
+}
+
+/// The running edge. `run()` runs the RPC client first and the listeners after it, so a graceful
+/// shutdown stops the listeners (finishing requests in flight) before the RPC client.
+public struct EdgeService: Service {
+    public let client: UnixSocketClient
+    public let state: EdgeApplicationState
+    let listeners: [any Service]
+    let ports: PortRegistry
+    let logger: Logger
+
+    public func run() async throws {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)]
+        services.append(.init(service: JWKSWarmUp(client: client, cache: state.jwks, logger: logger), successTerminationBehavior: .ignore))
+        services += listeners.map { .init(service: $0) }
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: logger))
+        try await group.run()
+    }
+
+    /// The bound ports once every listener is up.
+    public func waitUntilListening() async -> EdgePorts {
+        await ports.wait()
+    }
+}
+
+/// Loads the JWKS once auth is reachable, retrying until it has keys.
+struct JWKSWarmUp: Service {
+    let client: UnixSocketClient
+    let cache: JWKSCache
+    let logger: Logger
+
+    func run() async throws {
+        await client.waitUntilConnectedOrCancelled()
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            await cache.refresh(requestID: "startup", force: true)
+            if cache.keyCount > 0 { return }
+            try? await Task.sleep(for: .seconds(2))
+        }
+    }
+}
+
+extension UnixSocketClient {
+    func waitUntilConnectedOrCancelled() async {
+        while !isConnected && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+final class PortRegistry: Sendable {
+    private struct State {
+        var api: Int?
+        var redirect: Int?
+        var waiters: [CheckedContinuation<EdgePorts, Never>] = []
+    }
+    private let expectRedirect: Bool
+    private let state = Mutex(State())
+
+    init(expectRedirect: Bool) { self.expectRedirect = expectRedirect }
+
+    func set(api: Int? = nil, redirect: Int? = nil) {
+        let (ready, waiters) = state.withLock { state -> (EdgePorts?, [CheckedContinuation<EdgePorts, Never>]) in
+            if let api { state.api = api }
+            if let redirect { state.redirect = redirect }
+            guard let ports = Self.ready(state, expectRedirect: expectRedirect) else { return (nil, []) }
+            defer { state.waiters = [] }
+            return (ports, state.waiters)
+        }
+        if let ready { for waiter in waiters { waiter.resume(returning: ready) } }
+    }
+
+    func wait() async -> EdgePorts {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> EdgePorts? in
+                if let ports = Self.ready(state, expectRedirect: expectRedirect) { return ports }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    private static func ready(_ state: State, expectRedirect: Bool) -> EdgePorts? {
+        guard let api = state.api else { return nil }
+        if expectRedirect && state.redirect == nil { return nil }
+        return EdgePorts(api: api, redirect: state.redirect)
+    }
+}
+
+/// The plain-HTTP listener of HTTPS mode: 301 to the configured HTTPS origin, no body (C-10).
+/// The target comes from configuration, never from `Host` (no open redirect).
+struct RedirectResponder: HTTPResponder {
+    typealias Context = EdgeRequestContext
+    let baseURL: String
+
+    func respond(to request: Request, context: EdgeRequestContext) async throws -> Response {
+        var target = request.head.path ?? "/"
+        if !target.hasPrefix("/") || target.utf8.count > 8192 { target = "/" }
+        var headers = HTTPFields()
+        headers[.location] = baseURL + target
+        headers[.cacheControl] = "no-store"
+        return Response(status: .movedPermanently, headers: headers, body: ResponseBody())
+    }
+}
+
+/// TCP_NODELAY on every accepted connection (Nagle + delayed ACK cost 40 ms per response).
+final class NoDelayHandler: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    // Forwards parts untouched, whatever their type.
+    typealias InboundIn = Any
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        try? context.channel.syncOptions?.setOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+    }
+}
+
+enum OpenAPIDocument {
+    static let data: Data = {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json"), let data = try? Data(contentsOf: url) else {
+            return Data(#"{"openapi":"3.1.0","info":{"title":"Clau API","version":"1"},"paths":{}}"#.utf8)
+        }
+        return data
+    }()
+}

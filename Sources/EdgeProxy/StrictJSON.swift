@@ -1,0 +1,229 @@
+import Foundation
+
+/// Request bodies (C-15 / R-12): decoded into types that list their fields. Unknown fields, wrong
+/// types, nulls, missing fields and over-long strings are refused with 422 naming the field;
+/// bytes that are not JSON are 400.
+public protocol StrictBody: Decodable, Sendable {
+    /// Every field the type accepts; anything else in the object is `unknown_field`.
+    static var allowedFields: Set<String> { get }
+    /// Format checks after decoding (lengths, e-mail, E.164). Empty: valid.
+    func problems() -> [FieldProblem]
+}
+
+struct AnyCodingKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+/// Thrown from `init(from:)` when the object has fields the type does not know.
+struct UnknownFieldsError: Error { var names: [String] }
+
+extension Decoder {
+    /// Call first in a `StrictBody`'s `init(from:)`.
+    func rejectUnknownFields(allowed: Set<String>) throws {
+        let container = try container(keyedBy: AnyCodingKey.self)
+        let unknown = container.allKeys.map(\.stringValue).filter { !allowed.contains($0) }
+        if !unknown.isEmpty { throw UnknownFieldsError(names: unknown.sorted()) }
+    }
+}
+
+enum StrictJSON {
+    static func decode<T: StrictBody>(_ type: T.Type, from data: Data) throws(EdgeError) -> T {
+        // JSONSerialization first: malformed bytes (400) are told apart from a valid document of the
+        // wrong shape (422), and the top level must be an object.
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: data, options: [])
+        } catch {
+            throw .malformedJSON()
+        }
+        guard object is [String: Any] else {
+            throw .validation([FieldProblem(name: "body", problem: "must be a JSON object")])
+        }
+        let value: T
+        do {
+            value = try JSONDecoder().decode(T.self, from: data)
+        } catch let error as UnknownFieldsError {
+            throw .validation(error.names.prefix(20).map { FieldProblem(name: sanitizedName($0), problem: "unknown_field") })
+        } catch let error as DecodingError {
+            throw .validation([problem(for: error)])
+        } catch {
+            throw .malformedJSON()
+        }
+        let problems = value.problems()
+        if !problems.isEmpty { throw .validation(problems) }
+        return value
+    }
+
+    static func problem(for error: DecodingError) -> FieldProblem {
+        switch error {
+        case .typeMismatch(_, let context):
+            return FieldProblem(name: name(of: context.codingPath), problem: "wrong_type")
+        case .valueNotFound(_, let context):
+            return FieldProblem(name: name(of: context.codingPath), problem: "must_not_be_null")
+        case .keyNotFound(let key, let context):
+            return FieldProblem(name: name(of: context.codingPath + [key]), problem: "missing")
+        case .dataCorrupted(let context):
+            return FieldProblem(name: name(of: context.codingPath), problem: "invalid")
+        @unknown default:
+            return FieldProblem(name: "body", problem: "invalid")
+        }
+    }
+
+    static func name(of path: [any CodingKey]) -> String {
+        let joined = path.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+        return joined.isEmpty ? "body" : sanitizedName(joined)
+    }
+
+    /// Field names are echoed back: keep them short and printable.
+    static func sanitizedName(_ raw: String) -> String {
+        let kept = raw.unicodeScalars.prefix(64).filter { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F }
+        return String(String.UnicodeScalarView(kept))
+    }
+}
+
+/// Field checks shared by the request types.
+enum Check {
+    static func length(_ value: String, _ name: String, min: Int = 1, max: Int) -> FieldProblem? {
+        let count = value.count
+        if count < min { return FieldProblem(name: name, problem: min == 1 ? "must_not_be_empty" : "too_short") }
+        if count > max || value.utf8.count > max * 4 { return FieldProblem(name: name, problem: "too_long") }
+        return nil
+    }
+
+    /// The practical RFC 5322 subset auth accepts: ASCII, one `@`, dot-atom local part ≤ 64,
+    /// domain of DNS labels with a dot, ≤ 254 bytes.
+    static func email(_ raw: String, _ name: String = "email") -> FieldProblem? {
+        let email = raw.trimmingCharacters(in: .whitespaces).lowercased()
+        let bad = FieldProblem(name: name, problem: "invalid_email")
+        guard !email.isEmpty else { return FieldProblem(name: name, problem: "must_not_be_empty") }
+        guard email.utf8.count <= 254 else { return FieldProblem(name: name, problem: "too_long") }
+        guard email.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7F }) else { return bad }
+        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return bad }
+        let local = parts[0], domain = parts[1]
+        let localAllowed = Set("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~-.")
+        guard (1...64).contains(local.count), local.allSatisfy(localAllowed.contains),
+              !local.hasPrefix("."), !local.hasSuffix("."), !local.contains("..")
+        else { return bad }
+        let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
+        let labelAllowed = Set("abcdefghijklmnopqrstuvwxyz0123456789-")
+        guard labels.count >= 2,
+              labels.allSatisfy({ (1...63).contains($0.count) && $0.allSatisfy(labelAllowed.contains) && !$0.hasPrefix("-") && !$0.hasSuffix("-") }),
+              let tld = labels.last, tld.count >= 2, !tld.allSatisfy(\.isNumber)
+        else { return bad }
+        return nil
+    }
+
+    /// E.164: `+`, then 7 to 15 digits, the first not 0.
+    static func phone(_ raw: String, _ name: String = "phone") -> FieldProblem? {
+        let digits = raw.utf8.dropFirst()
+        guard raw.utf8.first == UInt8(ascii: "+"), (7...15).contains(digits.count),
+              digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }), digits.first != UInt8(ascii: "0")
+        else { return FieldProblem(name: name, problem: "invalid_e164_phone") }
+        return nil
+    }
+}
+
+// MARK: Request bodies of the routes wired so far
+
+struct RegisterBody: StrictBody {
+    static let allowedFields: Set<String> = ["email", "password", "full_name", "phone"]
+    var email: String
+    var password: String
+    var fullName: String
+    var phone: String?
+
+    enum CodingKeys: String, CodingKey { case email, password, fullName = "full_name", phone }
+
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        email = try c.decode(String.self, forKey: .email)
+        password = try c.decode(String.self, forKey: .password)
+        fullName = try c.decode(String.self, forKey: .fullName)
+        phone = try c.decodeIfPresent(String.self, forKey: .phone)
+    }
+
+    func problems() -> [FieldProblem] {
+        // bcrypt's 72-byte limit and the strength policy are auth's (it names every violation);
+        // the edge bounds sizes and formats.
+        [Check.email(email), Check.length(password, "password", max: 256), Check.length(fullName, "full_name", max: 200),
+         phone.flatMap { Check.phone($0) }].compactMap { $0 }
+    }
+}
+
+struct LoginBody: StrictBody {
+    static let allowedFields: Set<String> = ["email", "password", "totp"]
+    var email: String
+    var password: String
+    var totp: String?
+
+    enum CodingKeys: String, CodingKey { case email, password, totp }
+
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        email = try c.decode(String.self, forKey: .email)
+        password = try c.decode(String.self, forKey: .password)
+        totp = try c.decodeIfPresent(String.self, forKey: .totp)
+    }
+
+    func problems() -> [FieldProblem] {
+        // No format check on the e-mail at login: a malformed one fails like a wrong password (X-2).
+        var problems = [Check.length(email, "email", max: 254), Check.length(password, "password", max: 256)].compactMap { $0 }
+        if let totp, !(6...8).contains(totp.utf8.count) || !totp.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+            problems.append(FieldProblem(name: "totp", problem: "must_be_6_to_8_digits"))
+        }
+        return problems
+    }
+}
+
+struct RefreshBody: StrictBody {
+    static let allowedFields: Set<String> = ["refresh_token"]
+    var refreshToken: String
+
+    enum CodingKeys: String, CodingKey { case refreshToken = "refresh_token" }
+
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        refreshToken = try c.decode(String.self, forKey: .refreshToken)
+    }
+
+    func problems() -> [FieldProblem] { [Check.length(refreshToken, "refresh_token", max: 128)].compactMap { $0 } }
+}
+
+struct ChangePasswordBody: StrictBody {
+    static let allowedFields: Set<String> = ["current_password", "new_password"]
+    var currentPassword: String
+    var newPassword: String
+
+    enum CodingKeys: String, CodingKey { case currentPassword = "current_password", newPassword = "new_password" }
+
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        currentPassword = try c.decode(String.self, forKey: .currentPassword)
+        newPassword = try c.decode(String.self, forKey: .newPassword)
+    }
+
+    func problems() -> [FieldProblem] {
+        [Check.length(currentPassword, "current_password", max: 256), Check.length(newPassword, "new_password", max: 256)].compactMap { $0 }
+    }
+}
+
+struct RevokeSessionsBody: StrictBody {
+    static let allowedFields: Set<String> = ["reason"]
+    var reason: String?
+
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        let c = try decoder.container(keyedBy: AnyCodingKey.self)
+        reason = try c.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "reason"))
+    }
+
+    func problems() -> [FieldProblem] { reason.flatMap { Check.length($0, "reason", max: 32) }.map { [$0] } ?? [] }
+}

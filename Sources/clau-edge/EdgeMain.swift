@@ -1,0 +1,105 @@
+import ArgumentParser
+import ClauSupport
+import Crypto
+import EdgeProxy
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// `clau-edge`: reads configuration (flags, and secret files from `$CREDENTIALS_DIRECTORY` or
+/// paths), then runs the edge until SIGTERM. Holds the TLS key, the JWT public keys (from auth)
+/// and the admin-key hash — nothing else (SPEC §1).
+@main
+struct EdgeMain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "clau-edge",
+        abstract: "The HTTPS API of Clau: TLS, limits, JWT verification, routes to auth and broker."
+    )
+
+    @Option(help: "Listen address.")
+    var host: String = "0.0.0.0"
+
+    @Option(help: "HTTPS port (or the plain port with --behind-proxy).")
+    var port: Int = 8443
+
+    @Option(help: "Plain-HTTP port that only redirects to HTTPS (301); 0 disables it.")
+    var redirectPort: Int = 8080
+
+    @Flag(help: "Plain HTTP on --host (use 127.0.0.1) behind nginx; X-Forwarded-* believed only from --trusted-proxy.")
+    var behindProxy = false
+
+    @Option(name: .customLong("trusted-proxy"), help: "Proxy address whose X-Forwarded-For/-Proto are believed. Repeatable.")
+    var trustedProxies: [String] = []
+
+    @Option(help: "TLS certificate chain (PEM). Default: $CREDENTIALS_DIRECTORY/tls-cert.")
+    var tlsCertificate: String?
+
+    @Option(help: "TLS private key (PEM, mode 0400/0600). Default: $CREDENTIALS_DIRECTORY/tls-key.")
+    var tlsKey: String?
+
+    @Option(help: "File holding the admin key (its SHA-256 is kept, C-8). Default: $CREDENTIALS_DIRECTORY/admin-key if present; none: admin routes answer 403.")
+    var adminKeyFile: String?
+
+    @Option(help: "auth.sock path.")
+    var authSocket: String = "/run/clau/auth.sock"
+
+    @Option(help: "Public HTTPS origin redirects point to, e.g. https://api.clau.example.")
+    var publicBaseURL: String = "https://localhost:8443"
+
+    @Option(help: "JWT iss.")
+    var issuer: String = "clau-auth"
+
+    @Option(help: "JWT aud.")
+    var audience: String = "clau-api"
+
+    @Option(help: "Requests in flight before shedding with 503 (R-16).")
+    var maxInFlight: Int = 512
+
+    @Option(help: "Body limit in bytes (R-18; at most 8 MiB).")
+    var maxBodyBytes: Int = 1 << 20
+
+    @Option(help: "Log level.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        LoggingSystem.bootstrapJSON(level: Logger.Level(rawValue: logLevel) ?? .info)
+        let logger = Logger(label: "clau-edge")
+        do {
+            try ProcessHardening.disableCoreDumpsAndPtrace()
+            let edge = try buildApplication(configuration: try makeConfiguration(), logger: logger, accessLogger: Logger(label: "clau-edge.access"))
+            let group = ServiceGroup(configuration: .init(services: [.init(service: edge)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            logger.info("edge starting", metadata: ["port": "\(port)", "mode": "\(behindProxy ? "behind-proxy" : "https")", "auth_socket": "\(authSocket)"])
+            try await group.run()
+        } catch {
+            logger.critical("edge refused to start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+    }
+
+    func makeConfiguration() throws -> EdgeConfiguration {
+        let listener: EdgeConfiguration.Listener
+        if behindProxy {
+            listener = .behindProxy(host: host, port: port, trustedProxies: trustedProxies)
+        } else {
+            guard let certificatePath = tlsCertificate ?? SecretFile.credentialPath("tls-cert"),
+                  let keyPath = tlsKey ?? SecretFile.credentialPath("tls-key")
+            else { throw EdgeStartupError("no TLS certificate/key: pass --tls-certificate and --tls-key, or LoadCredential=tls-cert/tls-key") }
+            // The certificate is public; the key must be readable by its owner only (C-11).
+            let certificate = try Array(Data(contentsOf: URL(fileURLWithPath: certificatePath)))
+            let key = try SecretFile.read(at: keyPath)
+            listener = .https(host: host, port: port, tls: .init(certificateChainPEM: certificate, privateKeyPEM: key), redirectPort: redirectPort == 0 ? nil : redirectPort)
+        }
+        var configuration = EdgeConfiguration(listener: listener, authSocketPath: authSocket)
+        configuration.publicBaseURL = publicBaseURL
+        configuration.issuer = issuer
+        configuration.audience = audience
+        configuration.maximumInFlightRequests = maxInFlight
+        configuration.maximumBodyBytes = maxBodyBytes
+        if let path = adminKeyFile ?? SecretFile.credentialPath("admin-key").flatMap({ FileManager.default.fileExists(atPath: $0) ? $0 : nil }) {
+            let key = try SecretFile.readString(at: path)
+            guard key.utf8.count >= 32 else { throw EdgeStartupError("\(path): admin key must be at least 32 bytes") }
+            configuration.adminKeySHA256 = Array(SHA256.hash(data: Data(key.utf8)))
+        }
+        return configuration
+    }
+}
