@@ -395,7 +395,8 @@ public nonisolated struct AuthUpdateUserRequest: Sendable {
 
   public var phone: String = String()
 
-  public var clearPhone_p: Bool = false
+  /// true: delete the phone number
+  public var removePhone: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1926,7 +1927,7 @@ nonisolated extension AuthCheckRevokedResponse: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension AuthUpdateUserRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UpdateUserRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}full_name\0\u{1}phone\0\u{3}clear_phone\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}full_name\0\u{1}phone\0\u{3}remove_phone\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1937,7 +1938,7 @@ nonisolated extension AuthUpdateUserRequest: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.fullName) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.phone) }()
-      case 4: try { try decoder.decodeSingularBoolField(value: &self.clearPhone_p) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.removePhone) }()
       default: break
       }
     }
@@ -1953,8 +1954,8 @@ nonisolated extension AuthUpdateUserRequest: SwiftProtobuf.Message, SwiftProtobu
     if !self.phone.isEmpty {
       try visitor.visitSingularStringField(value: self.phone, fieldNumber: 3)
     }
-    if self.clearPhone_p != false {
-      try visitor.visitSingularBoolField(value: self.clearPhone_p, fieldNumber: 4)
+    if self.removePhone != false {
+      try visitor.visitSingularBoolField(value: self.removePhone, fieldNumber: 4)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1963,7 +1964,7 @@ nonisolated extension AuthUpdateUserRequest: SwiftProtobuf.Message, SwiftProtobu
     if lhs.userID != rhs.userID {return false}
     if lhs.fullName != rhs.fullName {return false}
     if lhs.phone != rhs.phone {return false}
-    if lhs.clearPhone_p != rhs.clearPhone_p {return false}
+    if lhs.removePhone != rhs.removePhone {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
