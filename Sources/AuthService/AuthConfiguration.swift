@@ -22,6 +22,27 @@ public struct AuthConfiguration: Sendable {
     /// Threads of the bcrypt pool: at most this many hashes run at once.
     public var bcryptThreads: Int = max(1, System.coreCount)
     public var passwordPolicy = PasswordPolicy()
+    /// Per-account lockout (C-4): 5 failures → 15 min by default.
+    public var lockoutPolicy = AccountLockoutPolicy()
+    /// Per-IP progressive delays and threat levels.
+    public var ipThreatPolicy = IPThreatPolicy()
+    /// Reset codes (C-5): digits, expiry, attempts, daily cap.
+    public var resetCodePolicy = ResetCodePolicy()
+    /// The auth process's own secret (≥ 32 bytes, from `$CREDENTIALS_DIRECTORY/auth-secret` or a
+    /// 0400 file): keys the HMACs of reset codes, API keys and client IPs and encrypts TOTP
+    /// secrets. Changing it invalidates every API key and pending reset code.
+    public var serverSecret: AuthSecrets
+    /// Directory of signing keys that `RotateSigningKey` may write to (`<kid>.<ALG>.pem` files
+    /// plus `current`), e.g. systemd's StateDirectory. Without it the keys come from
+    /// `signingKeys` only and rotation is refused.
+    public var signingKeyDirectory: String?
+    /// Where security mail goes (reset codes, notices).
+    public var mailer: (any Mailer)?
+    /// `From:` of security mail and the product name used in it.
+    public var mailFrom: String = "security@clau.invalid"
+    public var productName: String = "Clau"
+    /// An admin token is "MFA-fresh" for this long after the TOTP check; the edge enforces it.
+    public var totpIssuer: String = "Clau"
     /// Callers (SO_PEERCRED uids): the edge may call every method; operators the admin ones.
     public var edgeUIDs: Set<UInt32> = []
     public var adminUIDs: Set<UInt32> = []
@@ -31,7 +52,8 @@ public struct AuthConfiguration: Sendable {
     /// How long `run()` waits for PostgreSQL to answer before giving up.
     public var databaseStartupTimeout: Duration = .seconds(10)
 
-    public init(socketPath: String, database: PostgresClient.Configuration, signingKeys: [SigningKey]) {
+    public init(socketPath: String, database: PostgresClient.Configuration, signingKeys: [SigningKey], serverSecret: AuthSecrets) {
+        self.serverSecret = serverSecret
         self.socketPath = socketPath
         self.database = database
         self.signingKeys = signingKeys

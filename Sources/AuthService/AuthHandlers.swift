@@ -9,22 +9,27 @@ import Synchronization
 public final class AuthHandlers: Sendable {
     public let store: AuthStore
     public let hasher: PasswordHasher
-    public let issuer: TokenIssuer
+    public let keyRing: SigningKeyRing
     public let passwordPolicy: PasswordPolicy
     public let refreshMachine: RefreshFamilyStateMachine
-    private let now: @Sendable () -> Date
-    private let graceCache: GraceCache
-    private let audit: Logger
+    public let protection: ProtectionSettings
+    let now: @Sendable () -> Date
+    let graceCache: GraceCache
+    let audit: Logger
+
+    /// The issuer of the moment (it changes on key rotation).
+    public var issuer: TokenIssuer { keyRing.issuer }
 
     /// The one error for every failed login, whatever the reason (X-2).
     static let invalidCredentials = RPCError(code: .unauthenticated, message: "invalid_credentials")
     static let invalidRefreshToken = RPCError(code: .unauthenticated, message: "invalid_refresh_token")
     static let invalidAccessToken = RPCError(code: .unauthenticated, message: "invalid_access_token")
 
-    public init(store: AuthStore, hasher: PasswordHasher, issuer: TokenIssuer, passwordPolicy: PasswordPolicy = PasswordPolicy(), refreshPolicy: RefreshPolicy = RefreshPolicy(), logger: Logger, now: @escaping @Sendable () -> Date = { Date() }) {
+    public init(store: AuthStore, hasher: PasswordHasher, keyRing: SigningKeyRing, protection: ProtectionSettings, passwordPolicy: PasswordPolicy = PasswordPolicy(), refreshPolicy: RefreshPolicy = RefreshPolicy(), logger: Logger, now: @escaping @Sendable () -> Date = { Date() }) {
         self.store = store
         self.hasher = hasher
-        self.issuer = issuer
+        self.keyRing = keyRing
+        self.protection = protection
         self.passwordPolicy = passwordPolicy
         self.refreshMachine = RefreshFamilyStateMachine(policy: refreshPolicy)
         self.now = now
@@ -49,17 +54,51 @@ public final class AuthHandlers: Sendable {
             return response
         }
         router.register(AuthAPI.checkRevoked) { [self] request, context in try await checkRevoked(request, context) }
+        router.register(AuthAPI.updateUser) { [self] request, context in try await updateUser(request, context) }
+        router.register(AuthAPI.deleteUser) { [self] request, context in try await deleteUser(request, context) }
+        router.register(AuthAPI.listSessions) { [self] request, context in try await listSessions(request, context) }
+        router.register(AuthAPI.rotateSigningKey) { [self] request, context in try await rotateSigningKey(request, context) }
+        router.register(AuthAPI.forgotPassword) { [self] request, context in try await forgotPassword(request, context) }
+        router.register(AuthAPI.resetPassword) { [self] request, context in try await resetPassword(request, context) }
+        router.register(AuthAPI.createAPIKey) { [self] request, context in try await createAPIKey(request, context) }
+        router.register(AuthAPI.listAPIKeys) { [self] request, context in try await listAPIKeys(request, context) }
+        router.register(AuthAPI.revokeAPIKey) { [self] request, context in try await revokeAPIKey(request, context) }
+        router.register(AuthAPI.authenticateAPIKey) { [self] request, context in try await authenticateAPIKey(request, context) }
+        router.register(AuthAPI.beginTOTPEnrollment) { [self] request, context in try await beginTOTPEnrollment(request, context) }
+        router.register(AuthAPI.confirmTOTPEnrollment) { [self] request, context in try await confirmTOTPEnrollment(request, context) }
+        router.register(AuthAPI.getNotificationPreferences) { [self] request, context in try await getNotificationPreferences(request, context) }
+        router.register(AuthAPI.putNotificationPreferences) { [self] request, context in try await putNotificationPreferences(request, context) }
+        router.register(AuthAPI.registerDevice) { [self] request, context in try await registerDevice(request, context) }
+        router.register(AuthAPI.removeDevice) { [self] request, context in try await removeDevice(request, context) }
+        router.register(AuthAPI.adminUnlockUser) { [self] request, context in try await adminUnlockUser(request, context) }
+        router.register(AuthAPI.revokeEverything) { [self] request, context in try await revokeEverything(request, context) }
+        router.register(AuthAPI.createAdmin) { [self] request, context in try await createAdmin(request, context) }
+        router.register(AuthAPI.listAuditEvents) { [self] request, context in try await listAuditEvents(request, context) }
+        router.register(AuthAPI.blockIP) { [self] request, context in try await blockIP(request, context) }
+        router.register(AuthAPI.unblockIP) { [self] request, context in try await unblockIP(request, context) }
+        router.register(AuthAPI.listIPBlocks) { [self] request, context in try await listIPBlocks(request, context) }
         return router
     }
 
     /// The edge may call everything; operators (clauctl) the administrative methods (X-1).
     public static func accessPolicy(edgeUIDs: Set<UInt32>, adminUIDs: Set<UInt32>) -> RPCAccessPolicy {
         var policy = RPCAccessPolicy()
-        let edgeOnly = [AuthAPI.register.fullName, AuthAPI.login.fullName, AuthAPI.refresh.fullName, AuthAPI.logout.fullName,
-                        AuthAPI.changePassword.fullName, AuthAPI.checkRevoked.fullName]
-        let shared = [AuthAPI.revokeAllSessions.fullName, AuthAPI.getUser.fullName, AuthAPI.getJWKS.fullName]
+        let edgeOnly = [
+            AuthAPI.register.fullName, AuthAPI.login.fullName, AuthAPI.refresh.fullName, AuthAPI.logout.fullName, AuthAPI.changePassword.fullName, AuthAPI.checkRevoked.fullName,
+            AuthAPI.updateUser.fullName, AuthAPI.deleteUser.fullName, AuthAPI.listSessions.fullName, AuthAPI.forgotPassword.fullName, AuthAPI.resetPassword.fullName,
+            AuthAPI.createAPIKey.fullName, AuthAPI.listAPIKeys.fullName, AuthAPI.revokeAPIKey.fullName, AuthAPI.authenticateAPIKey.fullName,
+            AuthAPI.beginTOTPEnrollment.fullName, AuthAPI.confirmTOTPEnrollment.fullName, AuthAPI.getNotificationPreferences.fullName,
+            AuthAPI.putNotificationPreferences.fullName, AuthAPI.registerDevice.fullName, AuthAPI.removeDevice.fullName,
+        ]
+        // Admin operations: the edge's admin routes (which check role, MFA and X-Admin-Key) and operators.
+        let shared = [
+            AuthAPI.revokeAllSessions.fullName, AuthAPI.getUser.fullName, AuthAPI.getJWKS.fullName, AuthAPI.rotateSigningKey.fullName, AuthAPI.adminUnlockUser.fullName,
+            AuthAPI.revokeEverything.fullName, AuthAPI.listAuditEvents.fullName, AuthAPI.blockIP.fullName, AuthAPI.unblockIP.fullName, AuthAPI.listIPBlocks.fullName,
+        ]
         for method in edgeOnly { policy.allow(method, uids: edgeUIDs) }
         for method in shared { policy.allow(method, uids: edgeUIDs.union(adminUIDs)) }
+        // The first admin is made on the host, never through the network (no default admin).
+        policy.allow(AuthAPI.createAdmin.fullName, uids: adminUIDs)
         return policy
     }
 
@@ -78,8 +117,9 @@ public final class AuthHandlers: Sendable {
         if created {
             audit.info("user registered", metadata: ["event": "user_registered", "risk": "low", "user_id": "\(userID)", "request_id": "\(context.requestID)"])
         } else {
-            // The caller sees the same response; the existing owner is to be told by e-mail.
+            // The caller sees the same response; the existing owner is told by e-mail (X-2).
             audit.notice("registration for an existing e-mail", metadata: ["event": "registration_existing_email", "risk": "medium", "request_id": "\(context.requestID)"])
+            mail(.registrationAttemptOnExistingAccount, to: request.email.trimmingCharacters(in: .whitespaces), context)
         }
         var response = AuthRegisterResponse()
         response.accepted = true
@@ -106,44 +146,12 @@ public final class AuthHandlers: Sendable {
         }
     }
 
-    // MARK: Login
-
-    func login(_ request: AuthLoginRequest, _ context: ServerContext) async throws -> AuthLoginResponse {
-        let email = Validation.normalizedEmail(request.email)
-        // Addresses that cannot have been registered are looked up no further (same error, same bcrypt time).
-        let user = email.isEmpty || email.utf8.count > 254 ? nil : try await store.findUser(emailNormalized: email, logger: context.logger)
-        let matched: Bool
-        if let user {
-            matched = try await hasher.verify(request.password, against: user.passwordHash)
-        } else {
-            matched = try await hasher.dummyVerify(request.password)
-        }
-        guard matched, let user, user.status == "active" else {
-            audit.notice("login failed", metadata: [
-                "event": "login_failed", "risk": "low", "request_id": "\(context.requestID)",
-                "user_id": "\(user?.id.uuidString ?? "-")",
-            ])
-            throw Self.invalidCredentials
-        }
-        if hasher.needsRehash(user.passwordHash) {
-            let upgraded = try await hasher.hash(request.password)
-            try await store.upgradePasswordHash(userID: user.id, from: user.passwordHash, to: upgraded, now: now(), logger: context.logger)
-            audit.info("password hash upgraded", metadata: ["event": "password_rehash", "risk": "low", "user_id": "\(user.id)", "cost": "\(hasher.cost)"])
-        }
-        let tokens = try await startSession(for: user, context)
-        audit.info("login", metadata: ["event": "login_succeeded", "risk": "low", "user_id": "\(user.id)", "session_id": "\(tokens.sessionID)", "request_id": "\(context.requestID)"])
-        var response = AuthLoginResponse()
-        response.tokens = tokens
-        response.user = Self.publicUser(user)
-        return response
-    }
-
-    func startSession(for user: UserRecord, _ context: ServerContext) async throws -> AuthTokenPair {
+    func startSession(for user: UserRecord, mfaAt: Date?, deviceFingerprint: String?, _ context: ServerContext) async throws -> AuthTokenPair {
         let now = now()
         let familyID = UUID()
         let refresh = Self.newRefreshToken()
-        let access = try issuer.issue(userID: user.id, role: user.role, sessionID: familyID, now: now)
-        try await store.createSession(userID: user.id, familyID: familyID, refreshHash: AuthStore.tokenHash(refresh), jti: access.jti, accessExpiresAt: access.expiresAt, now: now, logger: context.logger)
+        let access = try issuer.issue(userID: user.id, role: user.role, sessionID: familyID, mfaAt: mfaAt, now: now)
+        try await store.createSession(userID: user.id, familyID: familyID, refreshHash: AuthStore.tokenHash(refresh), jti: access.jti, accessExpiresAt: access.expiresAt, mfaAt: mfaAt, deviceFingerprint: deviceFingerprint, now: now, logger: context.logger)
         let family = RefreshFamily(id: familyID, createdAt: now, lastUsedAt: now)
         return Self.pair(access: access, refresh: refresh, familyID: familyID, refreshExpiresAt: refreshMachine.policy.expiry(of: family))
     }
@@ -229,7 +237,7 @@ public final class AuthHandlers: Sendable {
             case .rotate:
                 let successor = Self.newRefreshToken()
                 let successorHash = AuthStore.tokenHash(successor)
-                let access = try self.issuer.issue(userID: row.userID, role: row.role, sessionID: row.familyID, now: now)
+                let access = try self.issuer.issue(userID: row.userID, role: row.role, sessionID: row.familyID, mfaAt: row.mfaAt, now: now)
                 try await AuthStore.rotate(oldHash: presentedHash, newHash: successorHash, familyID: row.familyID, userID: row.userID, jti: access.jti, accessExpiresAt: access.expiresAt, now: now, on: connection, logger: logger)
                 var used = family
                 used.lastUsedAt = now

@@ -14,6 +14,7 @@ public struct AuthService: Service {
     public let server: UnixSocketServer
     public let postgres: PostgresClient
     public let bcryptPool: NIOThreadPool
+    public let outbox: MailOutbox
     public let configuration: AuthConfiguration
 
     /// Checks the configuration (refusing a bcrypt cost below 10, an access-token lifetime over
@@ -44,14 +45,20 @@ public struct AuthService: Service {
             throw AuthStartupError("bcrypt cost must be between \(PasswordHasher.minimumProductionCost) and 31 (got \(configuration.bcryptCost))")
         }
         let postgres = PostgresClient(configuration: configuration.database, backgroundLogger: logger)
-        let handlers = AuthHandlers(store: AuthStore(client: postgres), hasher: hasher, issuer: issuer, passwordPolicy: configuration.passwordPolicy, refreshPolicy: configuration.refreshPolicy, logger: logger, now: now)
+        let outbox = MailOutbox(mailer: configuration.mailer, from: configuration.mailFrom, productName: configuration.productName, logger: logger)
+        let protection = ProtectionSettings(
+            secrets: configuration.serverSecret, lockoutPolicy: configuration.lockoutPolicy, ipPolicy: configuration.ipThreatPolicy,
+            resetCodes: configuration.resetCodePolicy, outbox: outbox, productName: configuration.productName, totpIssuer: configuration.totpIssuer
+        )
+        let keyRing = SigningKeyRing(issuer: issuer, directory: configuration.signingKeyDirectory.map(SigningKeyDirectory.init(path:)))
+        let handlers = AuthHandlers(store: AuthStore(client: postgres), hasher: hasher, keyRing: keyRing, protection: protection, passwordPolicy: configuration.passwordPolicy, refreshPolicy: configuration.refreshPolicy, logger: logger, now: now)
         let core = RPCServerCore(router: handlers.router(), accessPolicy: AuthHandlers.accessPolicy(edgeUIDs: configuration.edgeUIDs, adminUIDs: configuration.adminUIDs), logger: logger)
         var serverConfiguration = UnixSocketServer.Configuration(path: configuration.socketPath)
         serverConfiguration.socketMode = configuration.socketMode
         serverConfiguration.socketGroup = configuration.socketGroup
         serverConfiguration.maximumFrameLength = configuration.maximumFrameLength
         let server = UnixSocketServer(configuration: serverConfiguration, core: core, logger: logger)
-        return AuthService(handlers: handlers, core: core, server: server, postgres: postgres, bcryptPool: pool, configuration: configuration)
+        return AuthService(handlers: handlers, core: core, server: server, postgres: postgres, bcryptPool: pool, outbox: outbox, configuration: configuration)
     }
 
     /// Runs the PostgreSQL client and the socket server until graceful shutdown, then stops the
@@ -61,6 +68,8 @@ public struct AuthService: Service {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await postgres.run() }
                 try await checkDatabase(timeout: configuration.databaseStartupTimeout)
+                group.addTask { try await outbox.run() }
+                group.addTask { await purgeExpiredState() }
                 try await server.run()
                 group.cancelAll()
             }
@@ -73,6 +82,22 @@ public struct AuthService: Service {
 }
 
 extension AuthService {
+    /// Every ten minutes: revocation rows whose tokens expired anyway, IP failures past the
+    /// sliding window. Failures are logged and retried next round.
+    func purgeExpiredState() async {
+        let logger = Logger(label: "clau-auth.purge")
+        while !Task.isCancelled {
+            let now = handlers.now()
+            do {
+                try await handlers.store.purgeExpiredRevocations(now: now, logger: logger)
+                try await handlers.store.purgeIPFailures(before: now.addingTimeInterval(-configuration.ipThreatPolicy.window), logger: logger)
+            } catch {
+                logger.warning("purge of expired state failed", metadata: ["error": "\(String(reflecting: type(of: error)))"])
+            }
+            try? await Task.sleep(for: .seconds(600))
+        }
+    }
+
     /// postgres-nio's client retries forever on a wrong password or a missing database: fail the
     /// start instead, with a message that names the problem but no credential.
     public func checkDatabase(timeout: Duration) async throws {

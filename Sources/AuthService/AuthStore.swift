@@ -13,6 +13,11 @@ public struct UserRecord: Sendable, Equatable {
     public var role: String
     public var status: String
     public var createdAt: Date
+    public var lockout = AccountLockoutState()
+    /// Sealed with `AuthSecrets.sealTOTPSecret`; nil when TOTP is off.
+    public var totpSecretSealed: Data?
+    public var totpLastStep: Int64?
+    public var points: Int64 = 0
 }
 
 /// The presented refresh token's row, its family and the family's user, read `FOR UPDATE`.
@@ -26,6 +31,7 @@ struct LockedRefreshToken: Sendable {
     var familyRevokedAt: Date?
     var role: String
     var userStatus: String
+    var mfaAt: Date?
 }
 
 /// SQL access for the auth schema, through postgres-nio binds only (C-16): every value is a
@@ -45,10 +51,10 @@ public struct AuthStore: Sendable {
     // MARK: users
 
     /// Inserts a user; false when the normalised e-mail already exists (no error, nothing revealed).
-    public func createUser(id: UUID, email: String, emailNormalized: String, fullName: String, phone: String?, passwordHash: String, now: Date, logger: Logger) async throws -> Bool {
+    public func createUser(id: UUID, email: String, emailNormalized: String, fullName: String, phone: String?, passwordHash: String, role: String = "user", now: Date, logger: Logger) async throws -> Bool {
         let rows = try await client.query("""
-            INSERT INTO auth.users (id, email, email_normalized, full_name, phone, password_hash, created_at, updated_at, password_changed_at)
-            VALUES (\(id), \(email), \(emailNormalized), \(fullName), \(phone), \(passwordHash), \(now), \(now), \(now))
+            INSERT INTO auth.users (id, email, email_normalized, full_name, phone, password_hash, role, created_at, updated_at, password_changed_at)
+            VALUES (\(id), \(email), \(emailNormalized), \(fullName), \(phone), \(passwordHash), \(role), \(now), \(now), \(now))
             ON CONFLICT (email_normalized) DO NOTHING
             RETURNING id
             """, logger: logger)
@@ -58,21 +64,34 @@ public struct AuthStore: Sendable {
 
     public func findUser(emailNormalized: String, logger: Logger) async throws -> UserRecord? {
         try await firstUser(client.query("""
-            SELECT id, email, full_name, phone, password_hash, role, status, created_at
+            SELECT id, email, full_name, phone, password_hash, role, status, created_at,
+                   failed_login_count, last_failed_login_at, locked_until, totp_secret_enc, totp_last_step, points
             FROM auth.users WHERE email_normalized = \(emailNormalized)
             """, logger: logger))
     }
 
     public func findUser(id: UUID, logger: Logger) async throws -> UserRecord? {
         try await firstUser(client.query("""
-            SELECT id, email, full_name, phone, password_hash, role, status, created_at
+            SELECT id, email, full_name, phone, password_hash, role, status, created_at,
+                   failed_login_count, last_failed_login_at, locked_until, totp_secret_enc, totp_last_step, points
             FROM auth.users WHERE id = \(id)
             """, logger: logger))
     }
 
     private func firstUser(_ rows: PostgresRowSequence) async throws -> UserRecord? {
-        for try await (id, email, fullName, phone, hash, role, status, createdAt) in rows.decode((UUID, String, String, String?, String, String, String, Date).self) {
-            return UserRecord(id: id, email: email, fullName: fullName, phone: phone, passwordHash: hash, role: role, status: status, createdAt: createdAt)
+        for try await row in rows {
+            let (id, email, fullName, phone, hash, role, status, createdAt) = try row.decode((UUID, String, String, String?, String, String, String, Date).self)
+            let columns = row.makeRandomAccess()
+            var user = UserRecord(id: id, email: email, fullName: fullName, phone: phone, passwordHash: hash, role: role, status: status, createdAt: createdAt)
+            user.lockout = AccountLockoutState(
+                failureCount: Int(try columns[8].decode(Int32.self)),
+                lockedUntil: try columns[10].decode(Date?.self),
+                lastFailureAt: try columns[9].decode(Date?.self)
+            )
+            user.totpSecretSealed = try columns[11].decode(Data?.self)
+            user.totpLastStep = try columns[12].decode(Int64?.self)
+            user.points = try columns[13].decode(Int64.self)
+            return user
         }
         return nil
     }
@@ -100,11 +119,11 @@ public struct AuthStore: Sendable {
     // MARK: sessions
 
     /// A new refresh family with its first refresh token and first access token.
-    public func createSession(userID: UUID, familyID: UUID, refreshHash: Data, jti: UUID, accessExpiresAt: Date, now: Date, logger: Logger) async throws {
+    public func createSession(userID: UUID, familyID: UUID, refreshHash: Data, jti: UUID, accessExpiresAt: Date, mfaAt: Date? = nil, deviceFingerprint: String? = nil, now: Date, logger: Logger) async throws {
         try await client.withTransaction(logger: logger) { connection in
             try await connection.query("""
-                INSERT INTO auth.refresh_families (id, user_id, created_at, last_used_at)
-                VALUES (\(familyID), \(userID), \(now), \(now))
+                INSERT INTO auth.refresh_families (id, user_id, created_at, last_used_at, mfa_at, mfa_verified, device_fingerprint)
+                VALUES (\(familyID), \(userID), \(now), \(now), \(mfaAt), \(mfaAt != nil), \(deviceFingerprint))
                 """, logger: logger)
             try await connection.query("""
                 INSERT INTO auth.refresh_tokens (token_hash, family_id, created_at)
@@ -121,15 +140,15 @@ public struct AuthStore: Sendable {
     /// refreshes with one token queue here, so exactly one of them rotates it.
     static func lockRefreshToken(hash: Data, on connection: PostgresConnection, logger: Logger) async throws -> LockedRefreshToken? {
         let rows = try await connection.query("""
-            SELECT t.family_id, t.rotated_at, t.successor_hash, f.user_id, f.created_at, f.last_used_at, f.revoked_at, u.role, u.status
+            SELECT t.family_id, t.rotated_at, t.successor_hash, f.user_id, f.created_at, f.last_used_at, f.revoked_at, u.role, u.status, f.mfa_at
             FROM auth.refresh_tokens t
             JOIN auth.refresh_families f ON f.id = t.family_id
             JOIN auth.users u ON u.id = f.user_id
             WHERE t.token_hash = \(hash)
             FOR UPDATE OF t, f
             """, logger: logger)
-        for try await (familyID, rotatedAt, successor, userID, created, lastUsed, revoked, role, status) in rows.decode((UUID, Date?, Data?, UUID, Date, Date, Date?, String, String).self) {
-            return LockedRefreshToken(familyID: familyID, rotatedAt: rotatedAt, successorHash: successor, userID: userID, familyCreatedAt: created, familyLastUsedAt: lastUsed, familyRevokedAt: revoked, role: role, userStatus: status)
+        for try await (familyID, rotatedAt, successor, userID, created, lastUsed, revoked, role, status, mfaAt) in rows.decode((UUID, Date?, Data?, UUID, Date, Date, Date?, String, String, Date?).self) {
+            return LockedRefreshToken(familyID: familyID, rotatedAt: rotatedAt, successorHash: successor, userID: userID, familyCreatedAt: created, familyLastUsedAt: lastUsed, familyRevokedAt: revoked, role: role, userStatus: status, mfaAt: mfaAt)
         }
         return nil
     }

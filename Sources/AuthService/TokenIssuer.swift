@@ -160,8 +160,16 @@ public struct AccessTokenClaims: Codable, Sendable, Equatable {
     public var role: String
     /// The refresh family (session) the token was minted for.
     public var sid: String
+    /// Authentication methods (RFC 8176): `["pwd"]`, or `["pwd", "otp"]` when TOTP was checked
+    /// at the session's login. Admin routes require `otp`.
+    public var amr: [String]?
+    /// When the session's TOTP check happened (OIDC `auth_time`): admin routes require it to be recent.
+    public var authTime: Int64?
 
-    enum CodingKeys: String, CodingKey { case iss, aud, sub, exp, iat, nbf, jti, role, sid }
+    enum CodingKeys: String, CodingKey {
+        case iss, aud, sub, exp, iat, nbf, jti, role, sid, amr
+        case authTime = "auth_time"
+    }
 
     public init(iss: String, aud: String, sub: String, exp: Int64, iat: Int64, nbf: Int64, jti: String, role: String, sid: String) {
         self.iss = iss; self.aud = aud; self.sub = sub; self.exp = exp; self.iat = iat; self.nbf = nbf
@@ -188,7 +196,12 @@ public struct AccessTokenClaims: Codable, Sendable, Equatable {
         jti = try c.decode(String.self, forKey: .jti)
         role = try c.decode(String.self, forKey: .role)
         sid = try c.decode(String.self, forKey: .sid)
+        amr = try c.decodeIfPresent([String].self, forKey: .amr)
+        authTime = try c.decodeIfPresent(Int64.self, forKey: .authTime)
     }
+
+    /// True when the session's login checked a second factor.
+    public var hasMFA: Bool { amr?.contains("otp") == true }
 }
 
 /// Why a token was refused. Callers map every case to one UNAUTHENTICATED error.
@@ -310,14 +323,16 @@ public struct TokenIssuer: Sendable {
         self.verifier = AccessTokenVerifier(keys: ([current] + previous).map(\.verification), issuer: issuer, audience: audience)
     }
 
-    public func issue(userID: UUID, role: String, sessionID: UUID, now: Date) throws -> IssuedAccessToken {
+    public func issue(userID: UUID, role: String, sessionID: UUID, mfaAt: Date? = nil, now: Date) throws -> IssuedAccessToken {
         let iat = Int64(now.timeIntervalSince1970.rounded(.down))
         let exp = iat + Int64(lifetime)
         let jti = UUID()
-        let claims = AccessTokenClaims(
+        var claims = AccessTokenClaims(
             iss: issuer, aud: audience, sub: userID.uuidString.lowercased(), exp: exp, iat: iat, nbf: iat,
             jti: jti.uuidString.lowercased(), role: role, sid: sessionID.uuidString.lowercased()
         )
+        claims.amr = mfaAt == nil ? ["pwd"] : ["pwd", "otp"]
+        claims.authTime = mfaAt.map { Int64($0.timeIntervalSince1970.rounded(.down)) }
         let token = try Self.sign(claims, with: current)
         return IssuedAccessToken(token: token, jti: jti, expiresAt: Date(timeIntervalSince1970: TimeInterval(exp)), claims: claims)
     }

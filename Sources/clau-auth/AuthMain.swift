@@ -42,6 +42,24 @@ struct AuthMain: AsyncParsableCommand {
     @Option(help: "Key id of the credential-provided signing key.")
     var signingKid: String = "auth-1"
 
+    @Option(help: "Directory of signing keys (mode 0700, e.g. systemd StateDirectory): enables online rotation (RotateSigningKey). Replaces --signing-key; an empty directory gets a new key of --signing-key-algorithm.")
+    var signingKeyDir: String?
+
+    @Option(help: "Algorithm of the first key generated in an empty --signing-key-dir.")
+    var signingKeyAlgorithm: String = "RS256"
+
+    @Option(help: "File with the auth secret (≥ 32 bytes; HMAC of reset codes, API keys, IPs; TOTP encryption). Default: $CREDENTIALS_DIRECTORY/auth-secret.")
+    var secretFile: String?
+
+    @Option(help: "Mail backend: sendmail, maildir:DIR, or none (development only: mail is dropped and logged).")
+    var mail: String = "sendmail"
+
+    @Option(help: "sendmail executable for --mail sendmail.")
+    var sendmailPath: String = "/usr/sbin/sendmail"
+
+    @Option(help: "From: address of security mail.")
+    var mailFrom: String = "security@clau.invalid"
+
     @Option(name: .customLong("edge-user"), help: "User (name or uid) allowed to call every method. Repeatable.")
     var edgeUsers: [String] = []
 
@@ -96,6 +114,13 @@ struct AuthMain: AsyncParsableCommand {
         guard (1...30).contains(accessTokenMinutes) else { throw AuthStartupError("--access-token-minutes must be 1-30") }
 
         var keys: [SigningKey] = []
+        if let signingKeyDir {
+            guard signingKeys.isEmpty else { throw AuthStartupError("--signing-key-dir and --signing-key exclude each other") }
+            guard let algorithm = AccessTokenAlgorithm(rawValue: signingKeyAlgorithm) else {
+                throw AuthStartupError("--signing-key-algorithm must be RS256, ES256, EdDSA or HS256")
+            }
+            keys = try await SigningKeyDirectory(path: signingKeyDir).load(generate: algorithm)
+        }
         for spec in signingKeys {
             let fields = spec.split(separator: ":", maxSplits: 2).map(String.init)
             guard fields.count == 3, let algorithm = AccessTokenAlgorithm(rawValue: fields[0]), !fields[1].isEmpty else {
@@ -103,7 +128,7 @@ struct AuthMain: AsyncParsableCommand {
             }
             keys.append(try await SigningKey.load(pem: try SecretFile.readString(at: fields[2]), algorithm: algorithm, kid: fields[1]))
         }
-        if keys.isEmpty {
+        if keys.isEmpty, signingKeyDir == nil {
             guard let path = SecretFile.credentialPath("jwt-signing-key") else {
                 throw AuthStartupError("no JWT signing key: pass --signing-key, or run under systemd with LoadCredential=jwt-signing-key")
             }
@@ -117,7 +142,30 @@ struct AuthMain: AsyncParsableCommand {
             password = try SecretFile.readString(at: path)
         }
         let database = PostgresClient.Configuration(unixSocketPath: dbSocket, username: dbUser, password: password, database: dbName)
-        var configuration = AuthConfiguration(socketPath: socket, database: database, signingKeys: keys)
+        guard let secretPath = secretFile ?? SecretFile.credentialPath("auth-secret") else {
+            throw AuthStartupError("no auth secret: pass --secret-file, or run under systemd with LoadCredential=auth-secret")
+        }
+        let secret = try AuthSecrets(secret: Array(try SecretFile.read(at: secretPath)))
+        var configuration = AuthConfiguration(socketPath: socket, database: database, signingKeys: keys, serverSecret: secret)
+        configuration.signingKeyDirectory = signingKeyDir
+        configuration.mailFrom = mailFrom
+        let domain = mailFrom.split(separator: "@").last.map(String.init) ?? ""
+        let renderer: MailRenderer
+        do {
+            renderer = try MailRenderer(messageIDDomain: domain)
+        } catch {
+            throw AuthStartupError("--mail-from must be an address with a valid domain")
+        }
+        switch mail {
+        case "sendmail":
+            configuration.mailer = SendmailMailer(executable: sendmailPath, timeout: .seconds(30), renderer: renderer)
+        case "none":
+            configuration.mailer = nil
+        case let value where value.hasPrefix("maildir:") && value.count > 8:
+            configuration.mailer = MaildirMailer(directory: URL(fileURLWithPath: String(value.dropFirst(8))), renderer: renderer)
+        default:
+            throw AuthStartupError("--mail must be sendmail, maildir:DIR or none")
+        }
         configuration.socketMode = mode
         configuration.socketGroup = try socketGroup.map(UserLookup.gid(of:))
         configuration.edgeUIDs = edges

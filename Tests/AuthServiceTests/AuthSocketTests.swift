@@ -7,7 +7,7 @@ import Testing
 @Suite("Auth service process wiring")
 struct AuthSocketTests {
     private func configuration(database: TestDatabase, socketPath: String) async throws -> AuthConfiguration {
-        var configuration = AuthConfiguration(socketPath: socketPath, database: database.clientConfiguration(role: "clau_auth"), signingKeys: [try await sharedRSAKey.value])
+        var configuration = AuthConfiguration(socketPath: socketPath, database: database.clientConfiguration(role: "clau_auth"), signingKeys: [try await sharedRSAKey.value], serverSecret: .random())
         configuration.bcryptCost = 4
         configuration.allowWeakBcryptCostForTests = true
         configuration.bcryptThreads = 1

@@ -39,6 +39,23 @@ struct AuthHarness: Sendable {
     let service: AuthService
     let database: TestDatabase
     let clock: TestClock
+    /// The maildir the service's security mail goes to.
+    let mailbox: URL
+
+    /// Mail delivered so far (the outbox delivers in the background: waits up to 5 s for `count`).
+    func mail(to address: String, atLeast count: Int = 1) async throws -> [ReceivedMail] {
+        for _ in 0..<250 {
+            let received = ((try? MaildirMailer.messages(in: mailbox)) ?? []).filter { $0.to == address }
+            if received.count >= count { return received }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return ((try? MaildirMailer.messages(in: mailbox)) ?? []).filter { $0.to == address }
+    }
+
+    /// Mail to `address` right now, without waiting.
+    func mailNow(to address: String) throws -> [ReceivedMail] {
+        ((try? MaildirMailer.messages(in: mailbox)) ?? []).filter { $0.to == address }
+    }
 
     var handlers: AuthHandlers { service.handlers }
 
@@ -99,7 +116,10 @@ func withAuthService<T: Sendable>(
 ) async throws -> T {
     let database = try await PostgresHarness.shared.freshDatabase()
     let key = if let signingKey { signingKey } else { try await sharedRSAKey.value }
-    var configuration = AuthConfiguration(socketPath: "/unused", database: database.clientConfiguration(role: "clau_auth"), signingKeys: [key])
+    var configuration = AuthConfiguration(socketPath: "/unused", database: database.clientConfiguration(role: "clau_auth"), signingKeys: [key], serverSecret: .random())
+    let mailbox = FileManager.default.temporaryDirectory.appendingPathComponent("clau-mail-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: mailbox) }
+    configuration.mailer = MaildirMailer(directory: mailbox, renderer: try MailRenderer(messageIDDomain: "clau.test"))
     configuration.bcryptCost = bcryptCost
     configuration.allowWeakBcryptCostForTests = true
     configuration.bcryptThreads = 2
@@ -109,9 +129,10 @@ func withAuthService<T: Sendable>(
     configure(&configuration)
     let clock = TestClock()
     let service = try await AuthService.build(configuration: configuration, logger: quietLogger, now: { clock.now })
-    let harness = AuthHarness(service: service, database: database, clock: clock)
+    let harness = AuthHarness(service: service, database: database, clock: clock, mailbox: mailbox)
     let result: Result<T, any Error> = await withTaskGroup(of: Void.self) { group in
         group.addTask { await service.postgres.run() }
+        group.addTask { try? await service.outbox.run() }
         let result: Result<T, any Error>
         do {
             result = .success(try await body(harness))

@@ -1,0 +1,295 @@
+// The `sendmail` backend: pipes the rendered message to `sendmail -t -i`, the local submission
+// interface of postfix, exim, msmtp and sendmail itself.
+//
+// - Recipients are never passed as arguments: `-t` makes sendmail read them from the `To:`
+//   header, so no address can turn into an option (no argument injection). The argv is fixed:
+//   `[executable, "-t", "-i"]`; `-i` stops a line holding "." from ending the message early.
+// - The child is started with `posix_spawn` (not Foundation.Process): stdin is the read end of
+//   a pipe, stdout and stderr are /dev/null, every other descriptor is closed, the environment
+//   is reduced to a fixed PATH (secrets in our environment never reach the MTA), signal
+//   dispositions and mask are reset, and the child leads its own process group so a timeout
+//   kills it together with anything it forked.
+// - Everything blocking (write, waitpid) runs on a dedicated thread, never on a Swift
+//   concurrency thread. SIGPIPE is blocked on that thread, so a sendmail that exits before
+//   reading its input gives EPIPE instead of killing the service.
+// - The exit status is the verdict: 0 is success, anything else is `deliveryFailed` with the
+//   status; the time limit covers writing and waiting, and on expiry the process group is
+//   sent SIGKILL, reaped, and `MailError.timeout` thrown.
+
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+public struct SendmailMailer: Mailer {
+    public let executable: String
+    public let timeout: Duration
+    public let renderer: MailRenderer
+
+    /// - Parameters:
+    ///   - executable: absolute path of the sendmail-compatible program.
+    ///   - timeout: limit for writing the message and waiting for sendmail to exit.
+    ///   - renderer: renders the message (Date clock, Message-ID domain).
+    public init(executable: String = "/usr/sbin/sendmail", timeout: Duration, renderer: MailRenderer) {
+        self.executable = executable
+        self.timeout = timeout
+        self.renderer = renderer
+    }
+
+    public func send(_ message: MailMessage, logger: Logger) async throws(MailError) {
+        let rendered = try renderer.render(message)
+        var logger = logger
+        logger[metadataKey: "mail.backend"] = "sendmail"
+        logger[metadataKey: "mail.message_id"] = "\(rendered.messageID)"
+
+        let flag = MailCancellationFlag()
+        let executable = self.executable
+        let timeout = self.timeout
+        let result: Result<Void, MailError> = await withTaskCancellationHandler {
+            await mailRunOnDedicatedThread(name: "mail.sendmail") {
+                SendmailProcess.run(executable: executable, input: rendered.bytes, timeout: timeout, cancellation: flag)
+            }
+        } onCancel: {
+            flag.cancel()
+        }
+        switch result {
+        case .success:
+            logger.info("mail handed to sendmail")
+        case .failure(let error):
+            logger.warning("mail not sent", metadata: ["mail.error": "\(error)"])
+            throw error
+        }
+    }
+}
+
+/// One run of `executable -t -i` with `input` on stdin. Blocking: call on a dedicated thread.
+enum SendmailProcess {
+    #if canImport(Glibc)
+    typealias FileActions = posix_spawn_file_actions_t
+    typealias SpawnAttributes = posix_spawnattr_t
+    static func makeFileActions() -> FileActions { FileActions() }
+    static func makeAttributes() -> SpawnAttributes { SpawnAttributes() }
+    #else
+    typealias FileActions = posix_spawn_file_actions_t?
+    typealias SpawnAttributes = posix_spawnattr_t?
+    static func makeFileActions() -> FileActions { nil }
+    static func makeAttributes() -> SpawnAttributes { nil }
+    #endif
+
+    static let childEnvironment = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+
+    #if canImport(Glibc)
+    typealias CloseFromFunction = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+    static let closeFromAction: CloseFromFunction? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else {
+            return nil
+        }
+        return unsafeBitCast(symbol, to: CloseFromFunction.self)
+    }()
+    #endif
+
+    static func run(
+        executable: String,
+        input: [UInt8],
+        timeout: Duration,
+        cancellation: MailCancellationFlag
+    ) -> Result<Void, MailError> {
+        guard executable.hasPrefix("/"), !executable.utf8.contains(0) else {
+            return .failure(.deliveryFailed(reason: "sendmail executable must be an absolute path"))
+        }
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+
+        // Writing to a pipe whose reader is gone raises SIGPIPE; on this thread it stays
+        // blocked (and pending signals die with the thread), so write() returns EPIPE.
+        var pipeSignal = sigset_t()
+        sigemptyset(&pipeSignal)
+        sigaddset(&pipeSignal, SIGPIPE)
+        pthread_sigmask(SIG_BLOCK, &pipeSignal, nil)
+
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else {
+            return .failure(.deliveryFailed(reason: "pipe() failed: \(errnoDescription(errno))"))
+        }
+        let readEnd = fds[0]
+        let writeEnd = fds[1]
+        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
+
+        let spawned = spawn(executable: executable, stdin: readEnd)
+        close(readEnd)
+        let pid: pid_t
+        switch spawned {
+        case .success(let child): pid = child
+        case .failure(let error):
+            close(writeEnd)
+            return .failure(error)
+        }
+
+        // Write the message with the deadline in force.
+        _ = fcntl(writeEnd, F_SETFL, fcntl(writeEnd, F_GETFL) | O_NONBLOCK)
+        var outcome: Result<Void, MailError>? = nil
+        var closedEarly = false
+        input.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                if cancellation.isCancelled {
+                    outcome = .failure(.deliveryFailed(reason: "cancelled"))
+                    return
+                }
+                let written = write(writeEnd, buffer.baseAddress! + offset, buffer.count - offset)
+                if written > 0 {
+                    offset += written
+                    continue
+                }
+                let error = errno
+                if written < 0 && error == EINTR { continue }
+                if written < 0 && (error == EAGAIN || error == EWOULDBLOCK) {
+                    let remaining = milliseconds(until: deadline)
+                    if remaining <= 0 {
+                        outcome = .failure(.timeout)
+                        return
+                    }
+                    var poller = pollfd(fd: writeEnd, events: Int16(POLLOUT), revents: 0)
+                    _ = poll(&poller, 1, Int32(min(remaining, 50)))
+                    continue
+                }
+                if written < 0 && error == EPIPE {
+                    closedEarly = true
+                    return
+                }
+                outcome = .failure(.deliveryFailed(reason: "writing to sendmail failed: \(errnoDescription(error))"))
+                return
+            }
+        }
+        close(writeEnd)
+
+        if let failure = outcome {
+            killAndReap(pid)
+            return failure
+        }
+
+        // Wait for the exit status without blocking past the deadline.
+        var status: Int32 = 0
+        var pause: UInt32 = 1_000
+        while true {
+            let waited = waitpid(pid, &status, WNOHANG)
+            if waited == pid { break }
+            if waited < 0 {
+                let error = errno
+                if error == EINTR { continue }
+                // ECHILD: someone else reaped our child (SIGCHLD ignored process-wide?).
+                return .failure(.deliveryFailed(reason: "lost sendmail's exit status: \(errnoDescription(error))"))
+            }
+            if cancellation.isCancelled {
+                killAndReap(pid)
+                return .failure(.deliveryFailed(reason: "cancelled"))
+            }
+            if milliseconds(until: deadline) <= 0 {
+                killAndReap(pid)
+                return .failure(.timeout)
+            }
+            usleep(pause)
+            pause = min(pause * 2, 20_000)
+        }
+
+        let low = status & 0x7F
+        if low == 0 {
+            let code = (status >> 8) & 0xFF
+            if code != 0 {
+                return .failure(.deliveryFailed(reason: "sendmail exited with status \(code)"))
+            }
+            if closedEarly {
+                return .failure(.deliveryFailed(reason: "sendmail exited before reading the whole message"))
+            }
+            return .success(())
+        }
+        return .failure(.deliveryFailed(reason: "sendmail was killed by signal \(low)"))
+    }
+
+    /// Starts the child in its own process group with `stdin` as fd 0 and /dev/null as 1 and 2.
+    static func spawn(executable: String, stdin: Int32) -> Result<pid_t, MailError> {
+        var actions = makeFileActions()
+        guard posix_spawn_file_actions_init(&actions) == 0 else {
+            return .failure(.deliveryFailed(reason: "posix_spawn_file_actions_init failed"))
+        }
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var attributes = makeAttributes()
+        guard posix_spawnattr_init(&attributes) == 0 else {
+            return .failure(.deliveryFailed(reason: "posix_spawnattr_init failed"))
+        }
+        defer { posix_spawnattr_destroy(&attributes) }
+
+        var setup: [Int32] = []
+        setup.append(posix_spawn_file_actions_adddup2(&actions, stdin, 0))
+        setup.append(posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0))
+        setup.append(posix_spawn_file_actions_adddup2(&actions, 1, 2))
+        #if canImport(Glibc)
+        // Close every other descriptor in the child (glibc >= 2.34; looked up at run time
+        // because Swift's Glibc module does not export the GNU extension). Descriptors the
+        // process opened without O_CLOEXEC would otherwise leak into the MTA.
+        if let closeFrom = closeFromAction {
+            setup.append(closeFrom(&actions, 3))
+        }
+        #endif
+
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM] {
+            sigaddset(&defaults, signal)
+        }
+        setup.append(posix_spawnattr_setsigmask(&attributes, &emptyMask))
+        setup.append(posix_spawnattr_setsigdefault(&attributes, &defaults))
+        setup.append(posix_spawnattr_setpgroup(&attributes, 0))
+        let flags = Int32(POSIX_SPAWN_SETSIGMASK) | Int32(POSIX_SPAWN_SETSIGDEF) | Int32(POSIX_SPAWN_SETPGROUP)
+        setup.append(posix_spawnattr_setflags(&attributes, Int16(flags)))
+        if let failed = setup.first(where: { $0 != 0 }) {
+            return .failure(.deliveryFailed(reason: "posix_spawn setup failed: \(errnoDescription(failed))"))
+        }
+
+        let arguments = [executable, "-t", "-i"]
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        var envp: [UnsafeMutablePointer<CChar>?] = childEnvironment.map { strdup($0) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        var rc = posix_spawn(&pid, executable, &actions, &attributes, &argv, &envp)
+        // ETXTBSY is transient: another thread's fork/spawn briefly held a descriptor of the
+        // executable open for writing (it happens when the program was just written, as in
+        // tests or right after a package upgrade). Retry a few times before giving up.
+        var attempt = 0
+        while rc == ETXTBSY && attempt < 10 {
+            attempt += 1
+            usleep(UInt32(5_000 * attempt))
+            rc = posix_spawn(&pid, executable, &actions, &attributes, &argv, &envp)
+        }
+        guard rc == 0 else {
+            return .failure(.deliveryFailed(reason: "cannot start sendmail: \(errnoDescription(rc))"))
+        }
+        return .success(pid)
+    }
+
+    /// SIGKILL to the child's process group (and the child itself), then reap it.
+    static func killAndReap(_ pid: pid_t) {
+        _ = kill(-pid, SIGKILL)
+        _ = kill(pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    }
+
+    static func milliseconds(until deadline: ContinuousClock.Instant) -> Int64 {
+        let remaining = ContinuousClock.now.duration(to: deadline)
+        let (seconds, attoseconds) = remaining.components
+        return seconds * 1_000 + attoseconds / 1_000_000_000_000_000
+    }
+
+    static func errnoDescription(_ code: Int32) -> String {
+        "errno \(code) (\(String(cString: strerror(code))))"
+    }
+}
