@@ -118,7 +118,7 @@ let package = Package(
         .target(
             name: "EdgeProxy",
             dependencies: [
-                "RPC", "ClauSupport",
+                "RPC", "ClauSupport", "RateLimiting",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -138,7 +138,7 @@ let package = Package(
         .executableTarget(
             name: "clau-edge",
             dependencies: [
-                "EdgeProxy", "ClauSupport",
+                "EdgeProxy", "ClauSupport", "RateLimiting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -256,7 +256,7 @@ let package = Package(
         .testTarget(
             name: "EdgeProxyTests",
             dependencies: [
-                "EdgeProxy", "AuthService", "RPC", "TestSupport", "ClauSupport",
+                "EdgeProxy", "AuthService", "RPC", "TestSupport", "ClauSupport", "RateLimiting",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -14,6 +14,8 @@ public struct AccessClaims: Sendable, Equatable {
     public var exp: Int64
     /// Authentication methods (`amr`), e.g. ["pwd","otp"]: admin routes need a second factor.
     public var amr: [String]
+    /// When the session's TOTP check happened (`auth_time`), Unix seconds.
+    public var authTime: Int64?
 }
 
 /// Why a bearer token was refused. Every case answers the same 401 `invalid_token`.
@@ -161,7 +163,7 @@ struct AccessTokenVerifier: Sendable {
         guard seconds < claims.exp + leeway else { throw .expired }
         guard claims.nbf <= seconds + leeway, claims.iat <= seconds + leeway else { throw .notYetValid }
         guard UUID(uuidString: claims.sub) != nil, UUID(uuidString: claims.sid) != nil, UUID(uuidString: claims.jti) != nil else { throw .malformed }
-        return AccessClaims(sub: claims.sub.lowercased(), sid: claims.sid.lowercased(), role: claims.role, jti: claims.jti.lowercased(), exp: claims.exp, amr: claims.amr ?? [])
+        return AccessClaims(sub: claims.sub.lowercased(), sid: claims.sid.lowercased(), role: claims.role, jti: claims.jti.lowercased(), exp: claims.exp, amr: claims.amr ?? [], authTime: claims.authTime)
     }
 
     /// The payload as auth writes it: integer seconds (a fraction fails to decode), `aud` a
@@ -177,8 +179,9 @@ struct AccessTokenVerifier: Sendable {
         var role: String
         var sid: String
         var amr: [String]?
+        var authTime: Int64?
 
-        enum CodingKeys: String, CodingKey { case iss, aud, sub, exp, iat, nbf, jti, role, sid, amr }
+        enum CodingKeys: String, CodingKey { case iss, aud, sub, exp, iat, nbf, jti, role, sid, amr, authTime = "auth_time" }
 
         init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -192,6 +195,7 @@ struct AccessTokenVerifier: Sendable {
             role = try c.decode(String.self, forKey: .role)
             sid = try c.decode(String.self, forKey: .sid)
             amr = try c.decodeIfPresent([String].self, forKey: .amr)
+            authTime = try c.decodeIfPresent(Int64.self, forKey: .authTime)
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import NIOSSL
+import RateLimiting
 
 /// Everything `buildApplication` needs. `clau-edge`'s `@main` fills it from flags and secret files;
 /// tests fill it directly. The edge holds the TLS key, the JWT public keys (fetched from auth) and
@@ -42,6 +43,8 @@ public struct EdgeConfiguration: Sendable {
     public var adminKeySHA256: [UInt8]?
     /// Admin routes need an MFA-fresh token (`amr` containing `otp` or `mfa`, X-5).
     public var adminRequiresMFA = true
+    /// …and the second factor (`auth_time`) must be at most this old.
+    public var adminMFAMaximumAge: Int64 = 15 * 60
     /// Deadline given to every RPC call.
     public var rpcTimeout: Duration = .seconds(5)
     /// requests in flight beyond this are shed with 503 + Retry-After at once.
@@ -54,6 +57,10 @@ public struct EdgeConfiguration: Sendable {
     /// a connection with no traffic for this long is closed; a body must arrive within `bodyReadTimeout`.
     public var idleTimeout: Duration = .seconds(30)
     public var bodyReadTimeout: Duration = .seconds(10)
+    /// C-9/R-15/X-3: the limiter (nil: an in-process one; several edges share a
+    /// `RedisRateLimiter`) and the rule of each category.
+    public var rateLimiter: (any RateLimiter)?
+    public var rateLimitRules: RateLimitRules = .spec
     /// HSTS value sent on every HTTPS response (C-10).
     public var strictTransportSecurity = "max-age=63072000; includeSubDomains"
 

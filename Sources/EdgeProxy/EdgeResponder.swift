@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import RPC
+import RateLimiting
 import Synchronization
 
 /// The request context: Hummingbird's core storage plus the TCP peer address.
@@ -27,6 +28,7 @@ public final class EdgeApplicationState: Sendable {
     let routes: RouteTable
     let logger: Logger
     let accessLogger: Logger
+    let rateLimiter: any RateLimiter
     let inFlight = Atomic<Int>(0)
 
     init(configuration: EdgeConfiguration, auth: RPCClient, logger: Logger, accessLogger: Logger) {
@@ -37,6 +39,7 @@ public final class EdgeApplicationState: Sendable {
         self.routes = .clau()
         self.logger = logger
         self.accessLogger = accessLogger
+        self.rateLimiter = configuration.rateLimiter ?? InProcessRateLimiter()
     }
 
     /// Reads a request body within the size limit (413) and the read timeout (408).
@@ -85,9 +88,10 @@ struct EdgeResponder: HTTPResponder {
         let peer = context.peerIP ?? "-"
         let (clientIP, forwardedHTTPS) = Self.clientAddress(peer: peer, headers: request.headers, trustedProxies: trustedProxies)
         var log = AccessLogEntry(requestID: requestID, clientIP: clientIP, method: request.method.rawValue)
+        let rateHeaders = RateLimitHeaders()
         let reply: Response
         do {
-            reply = try await handle(request, requestID: requestID, clientIP: clientIP, log: &log)
+            reply = try await handle(request, requestID: requestID, clientIP: clientIP, rateHeaders: rateHeaders, log: &log)
         } catch {
             let edgeError: EdgeError
             if let convertible = error as? any EdgeErrorConvertible {
@@ -100,6 +104,7 @@ struct EdgeResponder: HTTPResponder {
             reply = errorResponse(edgeError, requestID: requestID)
         }
         var response = reply
+        for (name, value) in rateHeaders.all { response.headers[name] = value }
         finish(&response, requestID: requestID, hsts: isTLS || forwardedHTTPS)
         log.status = Int(response.status.code)
         log.bytesOut = response.body.contentLength ?? 0
@@ -109,7 +114,7 @@ struct EdgeResponder: HTTPResponder {
         return response
     }
 
-    private func handle(_ request: Request, requestID: String, clientIP: String, log: inout AccessLogEntry) async throws -> Response {
+    private func handle(_ request: Request, requestID: String, clientIP: String, rateHeaders: RateLimitHeaders, log: inout AccessLogEntry) async throws -> Response {
         let path = request.uri.path
         guard request.head.path.map({ $0.utf8.count <= state.configuration.maximumURIBytes }) ?? true else {
             throw EdgeError(.uriTooLong, code: "uri_too_long", message: "the request URI is too long")
@@ -151,12 +156,19 @@ struct EdgeResponder: HTTPResponder {
         let (caller, bearer) = try await authenticate(request, route: route, requestID: requestID)
         log.userID = caller?.sub
 
+        // C-9/R-15: per client (API key > user id > IP) and category. Login is keyed by IP +
+        // account, so its handler checks once the body is decoded.
+        if route.category != .login {
+            let key = caller.map { "user:\($0.sub)" } ?? "ip:\(clientIP)"
+            try await state.enforce(route.category, key: key, headers: rateHeaders, requestID: requestID)
+        }
+
         // C-7: a user-scoped path must name the caller, checked before any RPC; a foreign id is 404.
         if let owner = parameters["userId"], route.template.hasPrefix("/v1/users/") {
             guard let caller, owner.lowercased() == caller.sub else { throw EdgeError.notFound() }
         }
 
-        let call = EdgeCall(request: request, requestID: requestID, clientIP: clientIP, parameters: parameters, caller: caller, bearerToken: bearer, app: state)
+        let call = EdgeCall(request: request, requestID: requestID, clientIP: clientIP, parameters: parameters, caller: caller, bearerToken: bearer, rateHeaders: rateHeaders, app: state)
         let reply = try await route.handler(call)
         var headers = HTTPFields()
         var body = ByteBuffer()
@@ -204,7 +216,10 @@ struct EdgeResponder: HTTPResponder {
         if route.auth == .admin {
             guard claims.role == "admin" else { throw EdgeError.forbidden("admin role required") }
             if state.configuration.adminRequiresMFA {
-                guard claims.amr.contains("otp") || claims.amr.contains("mfa") else {
+                let now = Int64(Date().timeIntervalSince1970)
+                guard claims.amr.contains("otp"), let authTime = claims.authTime,
+                      authTime <= now + state.configuration.tokenLeewaySeconds, now - authTime <= state.configuration.adminMFAMaximumAge
+                else {
                     throw EdgeError(.forbidden, code: "mfa_required", message: "an access token minted after a second-factor check is required")
                 }
             }

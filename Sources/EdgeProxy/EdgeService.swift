@@ -19,7 +19,9 @@ public struct EdgePorts: Sendable, Equatable {
 
 /// Builds the edge: the auth RPC client, the JWKS warm-up, the API listener and (HTTPS mode)
 /// the redirect listener, as one `Service`. `clau-edge` and the tests both call this.
-public func buildApplication(configuration: EdgeConfiguration, logger: Logger, accessLogger: Logger? = nil) throws -> EdgeService {
+/// `dependencies` (e.g. the `RedisClient` behind a `RedisRateLimiter`) run before the listeners
+/// and stop after them.
+public func buildApplication(configuration: EdgeConfiguration, logger: Logger, accessLogger: Logger? = nil, dependencies: [any Service] = []) throws -> EdgeService {
     try configuration.validate()
     let client = UnixSocketClient(configuration: .init(path: configuration.authSocketPath), logger: logger)
     let state = EdgeApplicationState(configuration: configuration, auth: RPCClient(transport: client), logger: logger, accessLogger: accessLogger ?? logger)
@@ -61,7 +63,7 @@ public func buildApplication(configuration: EdgeConfiguration, logger: Logger, a
             logger: logger
         ))
     }
-    return EdgeService(client: client, state: state, listeners: services, ports: ports, logger: logger)
+    return EdgeService(client: client, state: state, dependencies: dependencies, listeners: services, ports: ports, logger: logger)
 }
 
 /// The running edge. `run()` runs the RPC client first and the listeners after it, so a graceful
@@ -69,12 +71,13 @@ public func buildApplication(configuration: EdgeConfiguration, logger: Logger, a
 public struct EdgeService: Service {
     public let client: UnixSocketClient
     public let state: EdgeApplicationState
+    let dependencies: [any Service]
     let listeners: [any Service]
     let ports: PortRegistry
     let logger: Logger
 
     public func run() async throws {
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)] + dependencies.map { .init(service: $0) }
         services.append(.init(service: JWKSWarmUp(client: client, cache: state.jwks, logger: logger), successTerminationBehavior: .ignore))
         services += listeners.map { .init(service: $0) }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: logger))

@@ -109,7 +109,13 @@ public struct EdgeCall: Sendable {
     let caller: AccessClaims?
     /// The bearer token as presented (logout forwards it to auth); never logged.
     let bearerToken: String?
+    let rateHeaders: RateLimitHeaders
     let app: EdgeApplicationState
+
+    /// A rate-limit check the handler makes itself (login: IP + account, R-15).
+    func enforce(_ category: RateCategory, key: String) async throws {
+        try await app.enforce(category, key: key, headers: rateHeaders, requestID: requestID)
+    }
 
     var callOptions: CallOptions { CallOptions(requestID: requestID, timeout: app.configuration.rpcTimeout) }
 

@@ -229,14 +229,16 @@ struct EdgeAuthTests {
             let victimID = try edge.userID(of: victim.access)
             let path = "/v1/admin/users/\(victimID)/sessions/revoke"
             let adminSub = UUID().uuidString.lowercased()
-            let userToken = try signed(TestClaims(sub: adminSub, role: "user", amr: ["pwd", "otp"]), key: edge.signingKey)
+            let userToken = try signed(TestClaims(sub: adminSub, role: "user", amr: ["pwd", "otp"], authTime: Date()), key: edge.signingKey)
             let adminNoMFA = try signed(TestClaims(sub: adminSub, role: "admin", amr: ["pwd"]), key: edge.signingKey)
-            let admin = try signed(TestClaims(sub: adminSub, role: "admin", amr: ["pwd", "otp"]), key: edge.signingKey)
+            let adminStaleMFA = try signed(TestClaims(sub: adminSub, role: "admin", amr: ["pwd", "otp"], authTime: Date().addingTimeInterval(-3600)), key: edge.signingKey)
+            let admin = try signed(TestClaims(sub: adminSub, role: "admin", amr: ["pwd", "otp"], authTime: Date()), key: edge.signingKey)
             let keyHeader = HTTPField.Name("X-Admin-Key")!
             let cases: [(String, HTTPFields, HTTPResponse.Status)] = [
                 ("no token", [keyHeader: adminKey], .unauthorized),
                 ("user role", [.authorization: "Bearer \(userToken)", keyHeader: adminKey], .forbidden),
                 ("no mfa", [.authorization: "Bearer \(adminNoMFA)", keyHeader: adminKey], .forbidden),
+                ("stale mfa", [.authorization: "Bearer \(adminStaleMFA)", keyHeader: adminKey], .forbidden),
                 ("no admin key", [.authorization: "Bearer \(admin)"], .forbidden),
                 ("wrong admin key", [.authorization: "Bearer \(admin)", keyHeader: adminKey + "x"], .forbidden),
             ]

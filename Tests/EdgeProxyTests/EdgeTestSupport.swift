@@ -4,10 +4,12 @@ import Foundation
 import HTTPTypes
 import HummingbirdTesting
 import Logging
+import ServiceLifecycle
 import NIOCore
 import NIOPosix
 import NIOSSL
 import RPC
+import RateLimiting
 import Synchronization
 import TestSupport
 import Testing
@@ -183,12 +185,14 @@ func withEdge<T: Sendable>(
     redirect: Bool = false,
     configure: @Sendable (inout EdgeConfiguration) -> Void = { _ in },
     edgeLogLevel: Logger.Level = .info,
+    dependencies: [any Service] = [],
     _ body: @Sendable (EdgeHarness) async throws -> T
 ) async throws -> T {
     let database = try await PostgresHarness.shared.freshDatabase()
     let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-edge")
     let key = try await sharedSigningKey.value
-    var authConfiguration = AuthConfiguration(socketPath: directory + "/auth.sock", database: database.clientConfiguration(role: "clau_auth"), signingKeys: [key])
+    var authConfiguration = AuthConfiguration(socketPath: directory + "/auth.sock", database: database.clientConfiguration(role: "clau_auth"), signingKeys: [key], serverSecret: .random())
+    authConfiguration.mailer = MaildirMailer(directory: URL(fileURLWithPath: directory + "/mail"), renderer: try MailRenderer(messageIDDomain: "clau.test"))
     authConfiguration.bcryptCost = 4
     authConfiguration.allowWeakBcryptCostForTests = true
     authConfiguration.bcryptThreads = 1
@@ -210,9 +214,10 @@ func withEdge<T: Sendable>(
     var configuration = EdgeConfiguration(listener: listener, authSocketPath: directory + "/auth.sock")
     configuration.publicBaseURL = "https://api.clau.test"
     configuration.adminKeySHA256 = Array(SHA256.hash(data: Data(adminKey.utf8)))
+    configuration.rateLimitRules = .relaxedForTests
     configure(&configuration)
     let logs = LogCapture()
-    let edge = try buildApplication(configuration: configuration, logger: logs.logger("edge", level: edgeLogLevel), accessLogger: logs.logger("edge-access", level: .info))
+    let edge = try buildApplication(configuration: configuration, logger: logs.logger("edge", level: edgeLogLevel), accessLogger: logs.logger("edge-access", level: .info), dependencies: dependencies)
 
     let authTask = Task { try await auth.run() }
     await auth.server.waitUntilListening()
@@ -248,8 +253,10 @@ struct TestClaims: Encodable {
     var role = "user"
     var sid = UUID().uuidString.lowercased()
     var amr: [String]?
+    var auth_time: Int64?
 
-    init(sub: String, lifetime: Int64 = 600, now: Date = Date(), role: String = "user", amr: [String]? = nil) {
+    init(sub: String, lifetime: Int64 = 600, now: Date = Date(), role: String = "user", amr: [String]? = nil, authTime: Date? = nil) {
+        self.auth_time = authTime.map { Int64($0.timeIntervalSince1970) }
         let seconds = Int64(now.timeIntervalSince1970)
         self.sub = sub
         self.iat = seconds
@@ -334,4 +341,15 @@ func responseComplete(_ text: String) -> Bool {
           let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces))
     else { return true }
     return text.utf8.count - text[..<end.upperBound].utf8.count >= length
+}
+
+extension RateLimitRules {
+    /// Limits far above what a test sends; the rate-limit tests set `.spec`.
+    static var relaxedForTests: RateLimitRules {
+        var rules = RateLimitRules()
+        for keyPath in [\RateLimitRules.read, \.write, \.sensitive, \.highRisk, \.login, \.register, \.refresh] {
+            rules[keyPath: keyPath] = RateLimitRule(name: rules[keyPath: keyPath].name, limit: 100_000, window: .seconds(60))
+        }
+        return rules
+    }
 }

@@ -1,0 +1,81 @@
+import Foundation
+import HTTPTypes
+import Logging
+import RateLimiting
+import Synchronization
+
+/// The rules per category (C-9, R-15). `.spec` is the specification; tests may loosen it.
+public struct RateLimitRules: Sendable {
+    public var read: RateLimitRule = .read
+    public var write: RateLimitRule = .write
+    public var sensitive: RateLimitRule = .sensitive
+    public var highRisk: RateLimitRule = .highRisk
+    public var login: RateLimitRule = .login
+    public var register: RateLimitRule = .register
+    public var refresh: RateLimitRule = .refresh
+
+    public static let spec = RateLimitRules()
+
+    public init() {}
+
+    func rule(for category: RateCategory) -> RateLimitRule? {
+        switch category {
+        case .none: nil
+        case .read: read
+        case .write: write
+        case .sensitive: sensitive
+        case .highRisk: highRisk
+        case .login: login
+        case .register: register
+        case .refresh: refresh
+        }
+    }
+
+    /// Reads and writes stay available when the shared backend is down; every other category
+    /// fails closed (503).
+    static func failsOpen(_ category: RateCategory) -> Bool { category == .read || category == .write }
+}
+
+/// The `X-RateLimit-*` headers of one request, filled by the check and added to whatever
+/// response the request ends with.
+final class RateLimitHeaders: Sendable {
+    private let fields = Mutex<[(HTTPField.Name, String)]>([])
+    var all: [(HTTPField.Name, String)] { fields.withLock { $0 } }
+    func set(_ decision: RateLimitDecision) {
+        fields.withLock { $0 = [
+            (.rateLimitLimit, "\(decision.limit)"),
+            (.rateLimitRemaining, "\(decision.remaining)"),
+            (.rateLimitReset, "\(Self.ceilSeconds(decision.resetAfter))"),
+        ] }
+    }
+
+    static func ceilSeconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return max(0, seconds + (attoseconds > 0 ? 1 : 0))
+    }
+}
+
+extension EdgeApplicationState {
+    /// One decision for `key` under the category's rule; 429 + Retry-After when denied.
+    func enforce(_ category: RateCategory, key: String, headers: RateLimitHeaders, requestID: String) async throws {
+        guard let rule = configuration.rateLimitRules.rule(for: category) else { return }
+        let decision: RateLimitDecision
+        do {
+            decision = try await rateLimiter.check(rule, key: key)
+        } catch {
+            if RateLimitRules.failsOpen(category) {
+                logger.warning("rate limiter unavailable; allowing", metadata: ["rule": "\(rule.name)", "request_id": "\(requestID)"])
+                return
+            }
+            logger.warning("rate limiter unavailable; refusing", metadata: ["rule": "\(rule.name)", "request_id": "\(requestID)"])
+            throw EdgeError.serviceUnavailable()
+        }
+        headers.set(decision)
+        guard decision.allowed else {
+            // keys (ids, IPs) stay out of the log; the rule and request id identify it.
+            logger.notice("rate limit exceeded", metadata: ["event": "rate_limit_exceeded", "risk": "medium", "rule": "\(rule.name)", "request_id": "\(requestID)"])
+            let retry = max(1, RateLimitHeaders.ceilSeconds(decision.retryAfter ?? .seconds(1)))
+            throw EdgeError(.tooManyRequests, code: "rate_limited", message: "too many requests, retry in \(retry) s", headers: [(.retryAfter, "\(retry)")])
+        }
+    }
+}
