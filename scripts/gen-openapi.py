@@ -22,20 +22,23 @@ r("post", "/v1/auth/register", "public", "RegisterRequest", "202", "Accepted", "
 r("post", "/v1/auth/login", "public", "LoginRequest", "200", "TokenPair", "Log in", ["400", "401", "413", "415", "422", "429", "503"])
 r("post", "/v1/auth/refresh", "public", "RefreshRequest", "200", "TokenPair", "Rotate a refresh token", ["400", "401", "415", "422", "429", "503"])
 r("post", "/v1/auth/password/forgot", "public", "ForgotPasswordRequest", "202", "Accepted", "E-mail a reset code", ["400", "415", "422", "429", "503"])
-r("post", "/v1/auth/password/reset", "public", "ResetPasswordRequest", "204", None, "Reset the password with a code", ["400", "401", "415", "422", "429", "503"])
+r("post", "/v1/auth/password/reset", "public", "ResetPasswordRequest", "204", None, "Reset the password with a code", ["400", "401", "403", "415", "422", "429", "503"])
 r("post", "/v1/stripe/webhook", "public", "Object", "204", None, "Stripe webhook (Stripe-Signature checked)", ["400", "401", "503"])
 r("post", "/v1/auth/logout", "user", None, "204", None, "Revoke this session", ["401", "503"])
 r("get", "/v1/me", "user", None, "200", "User", "The caller's account", ["401", "404", "503"])
-r("patch", "/v1/me", "user", "UpdateMeRequest", "200", "User", "Update the caller's profile", ["400", "401", "415", "422", "503"])
-r("delete", "/v1/me", "user", None, "204", None, "Delete the caller's account", ["401", "503"])
+r("patch", "/v1/me", "user", "UpdateMeRequest", "200", "User", "Update the caller's profile (phone null removes it)", ["400", "401", "415", "422", "503"])
+r("delete", "/v1/me", "user", "PasswordConfirmation", "204", None, "Delete the caller's account (access token only)", ["400", "401", "403", "415", "422", "503"])
 r("post", "/v1/me/password", "user", "ChangePasswordRequest", "204", None, "Change password (other sessions revoked)", ["400", "401", "415", "422", "429", "503"])
-r("get", "/v1/me/api-keys", "user", None, "200", "Object", "List API keys", ["401", "503"])
-r("post", "/v1/me/api-keys", "user", "Object", "201", "Object", "Create an API key (shown once)", ["400", "401", "415", "422", "503"])
-r("delete", "/v1/me/api-keys", "user", "Object", "204", None, "Revoke an API key", ["401", "404", "503"])
-r("get", "/v1/me/notification-preferences", "user", None, "200", "Object", "Notification preferences", ["401", "503"])
-r("put", "/v1/me/notification-preferences", "user", "Object", "200", "Object", "Replace notification preferences", ["400", "401", "415", "422", "503"])
-r("post", "/v1/me/devices", "user", "Object", "204", None, "Register an FCM token", ["400", "401", "415", "422", "503"])
-r("delete", "/v1/me/devices", "user", "Object", "204", None, "Remove an FCM token", ["401", "404", "503"])
+r("get", "/v1/me/sessions", "user", None, "200", "Sessions", "The caller's live sessions", ["401", "403", "503"])
+r("post", "/v1/me/mfa/totp", "user", None, "201", "TOTPEnrollment", "Start TOTP enrollment (secret shown once)", ["401", "403", "409", "503"])
+r("post", "/v1/me/mfa/totp/confirm", "user", "TOTPCode", "204", None, "Confirm TOTP enrollment", ["400", "401", "403", "415", "422", "503"])
+r("get", "/v1/me/api-keys", "user", None, "200", "APIKeys", "List API keys", ["401", "503"])
+r("post", "/v1/me/api-keys", "user", "CreateAPIKeyRequest", "201", "CreatedAPIKey", "Create an API key (secret shown once; access token only)", ["400", "401", "403", "415", "422", "503"])
+r("delete", "/v1/me/api-keys", "user", "IDRequest", "204", None, "Revoke an API key", ["400", "401", "404", "415", "422", "503"])
+r("get", "/v1/me/notification-preferences", "user", None, "200", "NotificationPreferences", "Notification preferences", ["401", "503"])
+r("put", "/v1/me/notification-preferences", "user", "NotificationPreferences", "200", "NotificationPreferences", "Replace notification preferences", ["400", "401", "415", "422", "503"])
+r("post", "/v1/me/devices", "user", "DeviceRequest", "201", "Device", "Register an FCM token", ["400", "401", "415", "422", "503"])
+r("delete", "/v1/me/devices", "user", "DeviceRequest", "204", None, "Remove an FCM token", ["400", "401", "404", "415", "422", "503"])
 r("get", "/v1/users/{userId}/subscription", "user", None, "200", "Object", "The user's subscription (owner only)", ["401", "404", "503"])
 r("get", "/v1/alpaca/oauth/authorize-url", "user", None, "200", "Object", "Alpaca OAuth URL", ["401", "503"])
 r("post", "/v1/alpaca/oauth/callback", "user", "Object", "204", None, "Complete Alpaca OAuth", ["400", "401", "415", "422", "503"])
@@ -50,15 +53,15 @@ r("post", "/v1/stripe/financial-connections/accounts", "user", "Object", "201", 
 r("get", "/v1/stripe/balances", "user", None, "200", "Object", "Bank balances", ["401", "503"])
 r("post", "/v1/stripe/subscription/checkout", "user", "Object", "201", "Object", "Subscription checkout", ["400", "401", "503"])
 r("post", "/v1/admin/users/{userId}/sessions/revoke", "admin", "RevokeSessionsRequest", "200", "RevokedSessions", "Revoke every session of a user", ["400", "401", "403", "404", "415", "422", "503"])
-r("post", "/v1/admin/users/{userId}/unlock", "admin", None, "204", None, "Unlock a user", ["401", "403", "404", "503"])
-r("post", "/v1/admin/ip-blocks", "admin", "Object", "204", None, "Block an IP", ["400", "401", "403", "503"])
+r("post", "/v1/admin/users/{userId}/unlock", "admin", None, "200", "Unlocked", "Unlock a user", ["401", "403", "404", "503"])
+r("post", "/v1/admin/ip-blocks", "admin", "BlockIPRequest", "204", None, "Block an IP (every edge refuses it)", ["400", "401", "403", "415", "422", "503"])
 r("delete", "/v1/admin/ip-blocks/{ip}", "admin", None, "204", None, "Unblock an IP", ["401", "403", "404", "503"])
 r("post", "/v1/admin/keys/fernet/rotate", "admin", None, "204", None, "Rotate the Fernet key and re-wrap tokens", ["401", "403", "503"])
-r("post", "/v1/admin/keys/jwt/rotate", "admin", None, "204", None, "Rotate JWT signing keys", ["401", "403", "503"])
-r("get", "/v1/admin/audit-log", "admin", None, "200", "Object", "Read the audit log", ["401", "403", "503"])
+r("post", "/v1/admin/keys/jwt/rotate", "admin", None, "200", "RotatedKey", "Rotate JWT signing keys", ["401", "403", "503"])
+r("get", "/v1/admin/audit-log", "admin", None, "200", "AuditEvents", "Read the audit log (?after_id, ?limit 1-500)", ["401", "403", "503"])
 
 DESCRIPTIONS = {"400": "Malformed request (bad JSON)", "401": "Missing, invalid, expired or revoked credentials", "403": "Not allowed",
-                "404": "No such resource (also another user's)", "405": "Method not allowed", "408": "Body too slow", "413": "Body too large",
+                "404": "No such resource (also another user's)", "405": "Method not allowed", "409": "Conflict", "408": "Body too slow", "413": "Body too large",
                 "415": "Content-Type must be application/json", "422": "Validation failed (fields named)", "429": "Rate limited",
                 "431": "Headers too large", "500": "Internal error (no details)", "503": "Unavailable or overloaded (Retry-After)", "504": "Upstream timeout"}
 
@@ -86,6 +89,27 @@ schemas = {
         "current_password": s(minLength=1, maxLength=256), "new_password": s(minLength=1, maxLength=256)}},
     "UpdateMeRequest": {"type": "object", "additionalProperties": False, "properties": {"full_name": s(minLength=1, maxLength=200), "phone": s(pattern="^\\+[1-9][0-9]{6,14}$")}},
     "RevokeSessionsRequest": {"type": "object", "additionalProperties": False, "properties": {"reason": s(maxLength=32)}},
+    "PasswordConfirmation": {"type": "object", "required": ["password"], "additionalProperties": False, "properties": {"password": s(minLength=1, maxLength=256)}},
+    "Sessions": {"type": "object", "required": ["sessions"], "properties": {"sessions": {"type": "array", "items": {"type": "object", "properties": {
+        "id": s(), "created_at": s(format="date-time"), "last_used_at": {"type": ["string", "null"]}, "idle_expires_at": {"type": ["string", "null"]},
+        "absolute_expires_at": {"type": ["string", "null"]}, "current": {"type": "boolean"}, "mfa_verified": {"type": "boolean"}}}}}},
+    "TOTPEnrollment": {"type": "object", "required": ["secret_base32", "otpauth_uri"], "properties": {"secret_base32": s(), "otpauth_uri": s()}},
+    "TOTPCode": {"type": "object", "required": ["code"], "additionalProperties": False, "properties": {"code": s(pattern="^[0-9]{6,8}$")}},
+    "APIKey": {"type": "object", "required": ["id", "prefix", "name", "created_at"], "properties": {"id": s(), "prefix": s(), "name": s(),
+        "created_at": s(format="date-time"), "expires_at": {"type": ["string", "null"]}, "last_used_at": {"type": ["string", "null"]}}},
+    "APIKeys": {"type": "object", "required": ["api_keys"], "properties": {"api_keys": {"type": "array", "items": ref("APIKey")}}},
+    "CreateAPIKeyRequest": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {"name": s(minLength=1, maxLength=100), "expires_at": {"type": "integer"}}},
+    "CreatedAPIKey": {"type": "object", "required": ["api_key", "secret"], "properties": {"api_key": ref("APIKey"), "secret": s(pattern="^clau_[0-9a-f]{64}$")}},
+    "IDRequest": {"type": "object", "required": ["id"], "additionalProperties": False, "properties": {"id": s(minLength=1, maxLength=64)}},
+    "NotificationPreferences": {"type": "object", "required": ["security_email", "order_push", "price_alert_push", "marketing_email"], "additionalProperties": False,
+        "properties": {k: {"type": "boolean"} for k in ["security_email", "order_push", "price_alert_push", "marketing_email"]}},
+    "DeviceRequest": {"type": "object", "required": ["fcm_token"], "additionalProperties": False, "properties": {"fcm_token": s(minLength=1, maxLength=4096), "platform": {"enum": ["ios", "android"]}}},
+    "Device": {"type": "object", "required": ["device_id"], "properties": {"device_id": s()}},
+    "Unlocked": {"type": "object", "required": ["was_locked"], "properties": {"was_locked": {"type": "boolean"}}},
+    "BlockIPRequest": {"type": "object", "required": ["ip", "duration_seconds"], "additionalProperties": False, "properties": {
+        "ip": s(maxLength=45), "duration_seconds": {"type": "integer", "minimum": 1, "maximum": 31536000}, "reason": s(maxLength=200)}},
+    "RotatedKey": {"type": "object", "required": ["kid", "algorithm"], "properties": {"kid": s(), "algorithm": s(), "verifying_kids": {"type": "array", "items": s()}}},
+    "AuditEvents": {"type": "object", "required": ["events"], "properties": {"events": {"type": "array", "items": {"type": "object"}}}},
     "RevokedSessions": {"type": "object", "required": ["revoked_sessions"], "properties": {"revoked_sessions": {"type": "integer"}}},
     "TokenPair": {"type": "object", "required": ["access_token", "refresh_token", "token_type", "expires_in"], "properties": {
         "access_token": s(), "refresh_token": s(), "token_type": {"const": "Bearer"}, "expires_in": {"type": "integer"}}},

@@ -16,6 +16,9 @@ public struct AccessClaims: Sendable, Equatable {
     public var amr: [String]
     /// When the session's TOTP check happened (`auth_time`), Unix seconds.
     public var authTime: Int64?
+    /// Set when the caller authenticated with an API key instead of an access token;
+    /// `sid`/`jti` are then empty.
+    public var apiKeyID: String? = nil
 }
 
 /// Why a bearer token was refused. Every case answers the same 401 `invalid_token`.

@@ -61,6 +61,8 @@ public struct EdgeConfiguration: Sendable {
     /// `RedisRateLimiter`) and the rule of each category.
     public var rateLimiter: (any RateLimiter)?
     public var rateLimitRules: RateLimitRules = .spec
+    /// How often the admin-managed IP blocklist is fetched from auth.
+    public var ipBlocklistRefreshInterval: Duration = .seconds(5)
     /// HSTS value sent on every HTTPS response (C-10).
     public var strictTransportSecurity = "max-age=63072000; includeSubDomains"
 

@@ -87,22 +87,35 @@ extension RPCError: EdgeErrorConvertible {
                     fields.append(FieldProblem(name: passwordField, problem: String(violation)))
                 }
             }
-            return EdgeError(.unprocessableContent, code: "validation_failed", message: message, fields: fields)
+            // A machine word with no field (e.g. `invalid_reset_code`) becomes the code itself.
+            if fields.isEmpty, Self.isSafeName(message) {
+                return EdgeError(.unprocessableContent, code: message, message: Self.humanMessage(forCode: message))
+            }
+            // A field-specific machine word (e.g. `invalid_reset_code` on `code`) is the code too.
+            let code = Self.isSafeName(message) && details["field"] != nil ? message : "validation_failed"
+            return EdgeError(.unprocessableContent, code: code, message: code == message ? Self.humanMessage(forCode: code) : message, fields: fields)
         case .unauthenticated:
             let code = Self.isSafeName(message) ? message : "unauthenticated"
-            return EdgeError(.unauthorized, code: code, message: Self.humanMessage(forCode: code))
+            var headers: [(HTTPField.Name, String)] = []
+            if let seconds = retryAfterSeconds { headers.append((.retryAfter, "\(seconds)")) }
+            return EdgeError(.unauthorized, code: code, message: Self.humanMessage(forCode: code), headers: headers)
         case .permissionDenied: return EdgeError(.forbidden, code: "forbidden", message: message)
         case .notFound: return EdgeError(.notFound, code: "not_found", message: message)
         case .alreadyExists, .conflict, .aborted: return EdgeError(.conflict, code: "conflict", message: message)
         case .resourceExhausted:
-            let seconds = details["retry_after_seconds"].flatMap(Int.init).map { max(1, $0) } ?? 1
-            return EdgeError(.tooManyRequests, code: "rate_limited", message: message, headers: [(.retryAfter, "\(seconds)")])
+            // Auth's per-IP delay/block is honoured: 429 with its Retry-After.
+            let code = Self.isSafeName(message) ? message : "rate_limited"
+            return EdgeError(.tooManyRequests, code: code, message: Self.humanMessage(forCode: code), headers: [(.retryAfter, "\(retryAfterSeconds ?? 1)")])
         case .failedPrecondition, .outOfRange: return EdgeError(.badRequest, code: "bad_request", message: message)
         case .unimplemented: return EdgeError(.notImplemented, code: "not_implemented", message: "not implemented")
         case .unavailable: return .serviceUnavailable()
         case .deadlineExceeded: return EdgeError(.gatewayTimeout, code: "upstream_timeout", message: "a required service did not answer in time")
         default: return .internalError
         }
+    }
+
+    var retryAfterSeconds: Int? {
+        (details["retry_after"] ?? details["retry_after_seconds"]).flatMap(Int.init).map { min(max(1, $0), 86400) }
     }
 
     /// snake_case machine words only (they become `code`s and field names).
@@ -115,7 +128,11 @@ extension RPCError: EdgeErrorConvertible {
         case "invalid_credentials": "the e-mail or password is wrong, or the account is locked"
         case "invalid_refresh_token": "the refresh token is invalid, expired or revoked"
         case "invalid_access_token": "the access token is invalid, expired or revoked"
-        default: "authentication failed"
+        case "invalid_api_key": "the API key is invalid, expired or revoked"
+        case "invalid_reset_code": "the reset code is wrong, expired or already used"
+        case "too_many_attempts": "too many attempts from this address, retry later"
+        case "rate_limited": "too many requests, retry later"
+        default: code.replacingOccurrences(of: "_", with: " ")
         }
     }
 }

@@ -29,6 +29,7 @@ public final class EdgeApplicationState: Sendable {
     let logger: Logger
     let accessLogger: Logger
     let rateLimiter: any RateLimiter
+    let blocklist: IPBlocklist
     let inFlight = Atomic<Int>(0)
 
     init(configuration: EdgeConfiguration, auth: RPCClient, logger: Logger, accessLogger: Logger) {
@@ -40,6 +41,7 @@ public final class EdgeApplicationState: Sendable {
         self.logger = logger
         self.accessLogger = accessLogger
         self.rateLimiter = configuration.rateLimiter ?? InProcessRateLimiter()
+        self.blocklist = IPBlocklist(rpc: auth, timeout: configuration.rpcTimeout, logger: logger)
     }
 
     /// Reads a request body within the size limit (413) and the read timeout (408).
@@ -133,6 +135,11 @@ struct EdgeResponder: HTTPResponder {
         }
         defer { if !exempt { state.inFlight.wrappingSubtract(1, ordering: .relaxed) } }
 
+        // the admin-managed blocklist (auth's, polled by every edge).
+        if !exempt, state.blocklist.isBlocked(clientIP) {
+            throw EdgeError(.forbidden, code: "ip_blocked", message: "requests from this address are blocked")
+        }
+
         // header bytes (the HTTP decoder itself stops at 64 KiB).
         let headerBytes = request.headers.reduce(0) { $0 + $1.name.rawName.utf8.count + $1.value.utf8.count + 4 }
         guard headerBytes <= state.configuration.maximumHeaderBytes else {
@@ -159,7 +166,7 @@ struct EdgeResponder: HTTPResponder {
         // C-9/R-15: per client (API key > user id > IP) and category. Login is keyed by IP +
         // account, so its handler checks once the body is decoded.
         if route.category != .login {
-            let key = caller.map { "user:\($0.sub)" } ?? "ip:\(clientIP)"
+            let key = caller.map { caller in caller.apiKeyID.map { "key:\($0)" } ?? "user:\(caller.sub)" } ?? "ip:\(clientIP)"
             try await state.enforce(route.category, key: key, headers: rateHeaders, requestID: requestID)
         }
 
@@ -187,11 +194,25 @@ struct EdgeResponder: HTTPResponder {
         let claims: AccessClaims
         let bearer: String
         switch credential {
-        case .apiKey:
-            // ── API keys ── the single place to wire auth's `AuthenticateAPIKey` RPC once it exists:
-            // call it with the presented key and build the caller from its answer (user id, role, scopes).
-            // Until then every API key is refused.
-            throw EdgeError.unauthenticated("API keys are not accepted yet")
+        case .apiKey(let key):
+            // API keys are checked by auth on every request (auth keeps only a keyed hash).
+            guard route.allowsAPIKey else {
+                throw EdgeError(.forbidden, code: "access_token_required", message: "this operation needs an access token, not an API key")
+            }
+            guard key.utf8.count <= 128 else { throw EdgeError(.unauthorized, code: "invalid_api_key", message: "the API key is invalid, expired or revoked") }
+            var request = AuthAuthenticateAPIKeyRequest()
+            request.apiKey = key
+            let principal: AuthPrincipal
+            do {
+                principal = try await state.auth.call(AuthAPI.authenticateAPIKey, request, options: CallOptions(requestID: requestID, timeout: state.configuration.rpcTimeout)).principal
+            } catch let error as RPCError where error.code == .unauthenticated {
+                throw EdgeError(.unauthorized, code: "invalid_api_key", message: "the API key is invalid, expired or revoked")
+            } catch {
+                // Fail closed, as for token revocation.
+                throw EdgeError.serviceUnavailable("cannot verify the API key right now, retry shortly")
+            }
+            guard UUID(uuidString: principal.userID) != nil else { throw EdgeError.serviceUnavailable() }
+            return (AccessClaims(sub: principal.userID.lowercased(), sid: "", role: principal.role, jti: "", exp: 0, amr: [], authTime: nil, apiKeyID: principal.apiKeyID), nil)
         case .bearer(let token):
             do {
                 claims = try await state.verifier.verify(token, now: Date(), requestID: requestID)

@@ -79,6 +79,7 @@ public struct EdgeService: Service {
     public func run() async throws {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)] + dependencies.map { .init(service: $0) }
         services.append(.init(service: JWKSWarmUp(client: client, cache: state.jwks, logger: logger), successTerminationBehavior: .ignore))
+        services.append(.init(service: IPBlocklistPoller(blocklist: state.blocklist, interval: state.configuration.ipBlocklistRefreshInterval)))
         services += listeners.map { .init(service: $0) }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: logger))
         try await group.run()

@@ -1,7 +1,9 @@
 import Foundation
 import HTTPTypes
 import Logging
+import RPC
 import RateLimiting
+import ServiceLifecycle
 import Synchronization
 
 /// The rules per category (C-9, R-15). `.spec` is the specification; tests may loosen it.
@@ -76,6 +78,49 @@ extension EdgeApplicationState {
             logger.notice("rate limit exceeded", metadata: ["event": "rate_limit_exceeded", "risk": "medium", "rule": "\(rule.name)", "request_id": "\(requestID)"])
             let retry = max(1, RateLimitHeaders.ceilSeconds(decision.retryAfter ?? .seconds(1)))
             throw EdgeError(.tooManyRequests, code: "rate_limited", message: "too many requests, retry in \(retry) s", headers: [(.retryAfter, "\(retry)")])
+        }
+    }
+}
+
+/// The admin-managed IP blocklist: auth stores it, every edge polls `ListIPBlocks` and
+/// refuses blocked client addresses with 403. If auth cannot answer, the last list stays.
+final class IPBlocklist: Sendable {
+    private let blocks = Mutex<[String: Int64]>([:])
+    private let rpc: RPCClient
+    private let timeout: Duration
+    private let logger: Logger
+
+    init(rpc: RPCClient, timeout: Duration, logger: Logger) {
+        self.rpc = rpc
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    func isBlocked(_ ip: String) -> Bool {
+        let now = Int64(Date().timeIntervalSince1970)
+        return blocks.withLock { ($0[ip] ?? 0) > now }
+    }
+
+    func refresh(requestID: String) async {
+        do {
+            let response = try await rpc.call(AuthAPI.listIPBlocks, AuthListIPBlocksRequest(), options: CallOptions(requestID: requestID, timeout: timeout))
+            let table = Dictionary(response.blocks.map { ($0.ip, $0.blockedUntil) }, uniquingKeysWith: max)
+            blocks.withLock { $0 = table }
+        } catch {
+            logger.debug("ip blocklist refresh failed", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// Polls the blocklist every `interval`.
+struct IPBlocklistPoller: Service {
+    let blocklist: IPBlocklist
+    let interval: Duration
+
+    func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            await blocklist.refresh(requestID: "blocklist-poll")
+            try? await Task.sleep(for: interval)
         }
     }
 }

@@ -32,11 +32,15 @@ public struct Route: Sendable {
     public let category: RateCategory
     /// Admission and limits do not apply (process liveness must stay observable under load).
     let exemptFromAdmission: Bool
+    /// False for account-takeover-grade operations (password, deletion, new API keys, TOTP,
+    /// logout): an API key alone cannot do them, only an access token.
+    let allowsAPIKey: Bool
     let segments: [Segment]
     let handler: @Sendable (EdgeCall) async throws -> EdgeReply
 
     init(_ method: HTTPRequest.Method, _ template: String, _ auth: AuthLevel, _ category: RateCategory, exemptFromAdmission: Bool = false,
-         handler: @escaping @Sendable (EdgeCall) async throws -> EdgeReply) {
+         tokenOnly: Bool = false, handler: @escaping @Sendable (EdgeCall) async throws -> EdgeReply) {
+        self.allowsAPIKey = !tokenOnly && auth == .user
         self.method = method
         self.template = template
         self.auth = auth
@@ -136,6 +140,17 @@ public struct EdgeCall: Sendable {
         }
         let data = try await app.readBody(request)
         return try StrictJSON.decode(T.self, from: data)
+    }
+
+    /// Auth's view of the request's origin, for lockout and IP threat levels and device binding.
+    var deviceHeaders: [String: String] {
+        var headers: [String: String] = [:]
+        for field in request.headers {
+            let name = field.name.canonicalName
+            guard name == "user-agent" || name.hasPrefix("sec-ch-ua") else { continue }
+            headers[name] = String(field.value.prefix(512))
+        }
+        return headers
     }
 
     /// The caller's subject; routes with `.user`/`.admin` always have one.

@@ -227,3 +227,159 @@ struct RevokeSessionsBody: StrictBody {
 
     func problems() -> [FieldProblem] { reason.flatMap { Check.length($0, "reason", max: 32) }.map { [$0] } ?? [] }
 }
+
+// MARK: Bodies of the account and protection routes (auth issue 4/5 RPCs)
+
+/// Helper for small bodies: decode with a list of allowed fields and a closure.
+struct ForgotPasswordBody: StrictBody {
+    static let allowedFields: Set<String> = ["email"]
+    var email: String
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        email = try decoder.container(keyedBy: AnyCodingKey.self).decode(String.self, forKey: AnyCodingKey(stringValue: "email"))
+    }
+    func problems() -> [FieldProblem] { [Check.email(email)].compactMap { $0 } }
+}
+
+struct ResetPasswordBody: StrictBody {
+    static let allowedFields: Set<String> = ["email", "code", "new_password"]
+    var email: String
+    var code: String
+    var newPassword: String
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        let c = try decoder.container(keyedBy: AnyCodingKey.self)
+        email = try c.decode(String.self, forKey: AnyCodingKey(stringValue: "email"))
+        code = try c.decode(String.self, forKey: AnyCodingKey(stringValue: "code"))
+        newPassword = try c.decode(String.self, forKey: AnyCodingKey(stringValue: "new_password"))
+    }
+    func problems() -> [FieldProblem] {
+        var problems = [Check.email(email), Check.length(newPassword, "new_password", max: 256)].compactMap { $0 }
+        if !(6...10).contains(code.utf8.count) || !code.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+            problems.append(FieldProblem(name: "code", problem: "must_be_6_to_10_digits"))
+        }
+        return problems
+    }
+}
+
+/// PATCH /v1/me: `phone: null` removes the number; absent fields stay as they are.
+struct UpdateMeBody: StrictBody {
+    static let allowedFields: Set<String> = ["full_name", "phone"]
+    var fullName: String?
+    var phone: String?
+    var removePhone = false
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        let c = try decoder.container(keyedBy: AnyCodingKey.self)
+        let nameKey = AnyCodingKey(stringValue: "full_name"), phoneKey = AnyCodingKey(stringValue: "phone")
+        fullName = try c.decodeIfPresent(String.self, forKey: nameKey)
+        if c.contains(phoneKey), try c.decodeNil(forKey: phoneKey) {
+            removePhone = true
+        } else {
+            phone = try c.decodeIfPresent(String.self, forKey: phoneKey)
+        }
+    }
+    func problems() -> [FieldProblem] {
+        var problems = [fullName.flatMap { Check.length($0, "full_name", max: 200) }, phone.flatMap { Check.phone($0) }].compactMap { $0 }
+        if fullName == nil && phone == nil && !removePhone { problems.append(FieldProblem(name: "body", problem: "nothing_to_update")) }
+        return problems
+    }
+}
+
+struct PasswordConfirmationBody: StrictBody {
+    static let allowedFields: Set<String> = ["password"]
+    var password: String
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        password = try decoder.container(keyedBy: AnyCodingKey.self).decode(String.self, forKey: AnyCodingKey(stringValue: "password"))
+    }
+    func problems() -> [FieldProblem] { [Check.length(password, "password", max: 256)].compactMap { $0 } }
+}
+
+struct CreateAPIKeyBody: StrictBody {
+    static let allowedFields: Set<String> = ["name", "expires_at"]
+    var name: String
+    var expiresAt: Int64?
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        let c = try decoder.container(keyedBy: AnyCodingKey.self)
+        name = try c.decode(String.self, forKey: AnyCodingKey(stringValue: "name"))
+        expiresAt = try c.decodeIfPresent(Int64.self, forKey: AnyCodingKey(stringValue: "expires_at"))
+    }
+    func problems() -> [FieldProblem] {
+        var problems = [Check.length(name, "name", max: 100)].compactMap { $0 }
+        if let expiresAt, expiresAt <= Int64(Date().timeIntervalSince1970) { problems.append(FieldProblem(name: "expires_at", problem: "must_be_in_the_future")) }
+        return problems
+    }
+}
+
+struct IDBody: StrictBody {
+    static let allowedFields: Set<String> = ["id"]
+    var id: String
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        id = try decoder.container(keyedBy: AnyCodingKey.self).decode(String.self, forKey: AnyCodingKey(stringValue: "id"))
+    }
+    func problems() -> [FieldProblem] { [Check.length(id, "id", max: 64)].compactMap { $0 } }
+}
+
+struct NotificationPreferencesBody: StrictBody {
+    static let allowedFields: Set<String> = ["security_email", "order_push", "price_alert_push", "marketing_email"]
+    var values: [String: Bool] = [:]
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        let c = try decoder.container(keyedBy: AnyCodingKey.self)
+        for name in Self.allowedFields.sorted() { values[name] = try c.decode(Bool.self, forKey: AnyCodingKey(stringValue: name)) }
+    }
+    func problems() -> [FieldProblem] { [] }
+}
+
+struct DeviceBody: StrictBody {
+    static let allowedFields: Set<String> = ["fcm_token", "platform"]
+    var fcmToken: String
+    var platform: String?
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        let c = try decoder.container(keyedBy: AnyCodingKey.self)
+        fcmToken = try c.decode(String.self, forKey: AnyCodingKey(stringValue: "fcm_token"))
+        platform = try c.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "platform"))
+    }
+    func problems() -> [FieldProblem] {
+        var problems = [Check.length(fcmToken, "fcm_token", max: 4096)].compactMap { $0 }
+        if let platform, !["ios", "android"].contains(platform) { problems.append(FieldProblem(name: "platform", problem: "must_be_ios_or_android")) }
+        return problems
+    }
+}
+
+struct TOTPCodeBody: StrictBody {
+    static let allowedFields: Set<String> = ["code"]
+    var code: String
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        code = try decoder.container(keyedBy: AnyCodingKey.self).decode(String.self, forKey: AnyCodingKey(stringValue: "code"))
+    }
+    func problems() -> [FieldProblem] {
+        (6...8).contains(code.utf8.count) && code.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) ? [] : [FieldProblem(name: "code", problem: "must_be_6_to_8_digits")]
+    }
+}
+
+struct BlockIPBody: StrictBody {
+    static let allowedFields: Set<String> = ["ip", "duration_seconds", "reason"]
+    var ip: String
+    var durationSeconds: Int64
+    var reason: String?
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownFields(allowed: Self.allowedFields)
+        let c = try decoder.container(keyedBy: AnyCodingKey.self)
+        ip = try c.decode(String.self, forKey: AnyCodingKey(stringValue: "ip"))
+        durationSeconds = try c.decode(Int64.self, forKey: AnyCodingKey(stringValue: "duration_seconds"))
+        reason = try c.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "reason"))
+    }
+    func problems() -> [FieldProblem] {
+        var problems: [FieldProblem] = []
+        if !IPAddress.isValid(ip) { problems.append(FieldProblem(name: "ip", problem: "invalid_ip_address")) }
+        if !(1...(365 * 86400)).contains(durationSeconds) { problems.append(FieldProblem(name: "duration_seconds", problem: "must_be_1_to_31536000")) }
+        if let reason, let problem = Check.length(reason, "reason", max: 200) { problems.append(problem) }
+        return problems
+    }
+}

@@ -67,16 +67,22 @@ struct EdgeAuthTests {
     }
 
     @Test func wrongPasswordAndUnknownEmailAnswerTheSame401_X2() async throws {
-        try await withEdge { edge in
+        // Each attempt from its own client address: auth delays an address after a failure (R-4).
+        try await withEdge(mode: .behindProxy(trusted: ["127.0.0.1"])) { edge in
             try await edge.register("known@example.com")
-            let wrong = try await edge.send(.post, "/v1/auth/login", body: #"{"email":"known@example.com","password":"Not-the-right-one-42"}"#)
-            let unknown = try await edge.send(.post, "/v1/auth/login", body: #"{"email":"nobody@example.com","password":"Not-the-right-one-42"}"#)
+            let wrong = try await edge.send(.post, "/v1/auth/login", headers: [.init("X-Forwarded-For")!: "198.51.100.31"], body: #"{"email":"known@example.com","password":"Not-the-right-one-42"}"#)
+            let unknown = try await edge.send(.post, "/v1/auth/login", headers: [.init("X-Forwarded-For")!: "198.51.100.32"], body: #"{"email":"nobody@example.com","password":"Not-the-right-one-42"}"#)
             for response in [wrong, unknown] {
                 #expect(response.status == .unauthorized)
                 #expect(try response.errorCode() == "invalid_credentials")
             }
             let a = try wrong.errorObject(), b = try unknown.errorObject()
             #expect(a["message"] as? String == b["message"] as? String)
+            // Auth's per-IP delay after a failure is honoured as 429 + Retry-After.
+            let again = try await edge.send(.post, "/v1/auth/login", headers: [.init("X-Forwarded-For")!: "198.51.100.31"], body: #"{"email":"known@example.com","password":"Not-the-right-one-43"}"#)
+            #expect(again.status == .tooManyRequests)
+            #expect(try again.errorCode() == "too_many_attempts")
+            #expect(again.headers[.retryAfter].flatMap(Int.init).map { $0 >= 1 } == true)
         }
     }
 
@@ -212,14 +218,87 @@ struct EdgeAuthTests {
         }
     }
 
-    @Test func apiKeysAreRefusedUntilAuthServesThem_R3() async throws {
+    @Test func apiKeyLifecycleAndLimits_R3() async throws {
         try await withEdge { edge in
-            let key = "clau_" + String(repeating: "ab", count: 32)
-            for headers: HTTPFields in [bearer(key), [.init("X-API-Key")!: key]] {
-                let response = try await edge.send(.get, "/v1/me", headers: headers)
-                #expect(response.status == .unauthorized)
-                #expect(try response.errorCode() == "unauthenticated")
+            let tokens = try await edge.registerAndLogin("keys@example.com")
+            let created = try await edge.send(.post, "/v1/me/api-keys", headers: bearer(tokens.access), body: #"{"name":"ci"}"#)
+            #expect(created.status == .created)
+            let object = try created.jsonObject()
+            let secret = try #require(object["secret"] as? String)
+            let id = try #require((object["api_key"] as? [String: Any])?["id"] as? String)
+            #expect(secret.hasPrefix("clau_"))
+            let apiKeyHeader = HTTPField.Name("X-API-Key")!
+            for headers: HTTPFields in [[apiKeyHeader: secret], bearer(secret)] {
+                let me = try await edge.send(.get, "/v1/me", headers: headers)
+                #expect(me.status == .ok)
+                #expect(try me.jsonObject()["email"] as? String == "keys@example.com")
             }
+            // An API key cannot mint more keys, change the password, or reach admin routes.
+            for (method, path, body) in [(HTTPRequest.Method.post, "/v1/me/api-keys", #"{"name":"x"}"#), (.post, "/v1/me/password", #"{"current_password":"a","new_password":"b"}"#),
+                                         (.post, "/v1/admin/ip-blocks", #"{"ip":"198.51.100.1","duration_seconds":60}"#)] {
+                let refused = try await edge.send(method, path, headers: [apiKeyHeader: secret, .init("X-Admin-Key")!: adminKey], body: body)
+                #expect(refused.status == .forbidden, "\(path)")
+                #expect(try refused.errorCode() == "access_token_required")
+            }
+            let listed = try await edge.send(.get, "/v1/me/api-keys", headers: bearer(tokens.access))
+            #expect(listed.status == .ok)
+            #expect(!listed.text.contains(secret), "the secret is shown once")
+            #expect(listed.text.contains(id))
+            #expect(try await edge.send(.delete, "/v1/me/api-keys", headers: bearer(tokens.access), body: #"{"id":"\#(id)"}"#).status == .noContent)
+            for key in [secret, "clau_" + String(repeating: "ab", count: 32), "clau_short"] {
+                let refused = try await edge.send(.get, "/v1/me", headers: [apiKeyHeader: key])
+                #expect(refused.status == .unauthorized)
+                #expect(try refused.errorCode() == "invalid_api_key")
+            }
+        }
+    }
+
+    @Test func forgotAndResetPasswordThroughTheEdge_C5() async throws {
+        try await withEdge { edge in
+            let tokens = try await edge.registerAndLogin("reset@example.com")
+            let known = try await edge.send(.post, "/v1/auth/password/forgot", body: #"{"email":"reset@example.com"}"#)
+            let unknown = try await edge.send(.post, "/v1/auth/password/forgot", body: #"{"email":"ghost@example.com"}"#)
+            #expect(known.status == .accepted && unknown.status == .accepted)
+            #expect(known.text == unknown.text, "X-2")
+            let code = try await edge.resetCode(for: "reset@example.com")
+            let wrong = try await edge.send(.post, "/v1/auth/password/reset", body: #"{"email":"reset@example.com","code":"000000","new_password":"Brand!new-Pass-Word-9"}"#)
+            #expect(wrong.status == .unprocessableContent)
+            #expect(try wrong.errorCode() == "invalid_reset_code")
+            let reset = try await edge.send(.post, "/v1/auth/password/reset", body: #"{"email":"reset@example.com","code":"\#(code)","new_password":"Brand!new-Pass-Word-9"}"#)
+            #expect(reset.status == .noContent)
+            // Every session was revoked (X-6); the new password works.
+            #expect(try await edge.send(.post, "/v1/auth/refresh", body: #"{"refresh_token":"\#(tokens.refresh)"}"#).status == .unauthorized)
+            #expect(try await edge.login("reset@example.com", password: "Brand!new-Pass-Word-9").access.isEmpty == false)
+        }
+    }
+
+    @Test func profilePreferencesAndDevicesAreTheCallersOwn_C7() async throws {
+        try await withEdge { edge in
+            let alice = try await edge.registerAndLogin("profile-a@example.com")
+            let bob = try await edge.registerAndLogin("profile-b@example.com")
+            let patched = try await edge.send(.patch, "/v1/me", headers: bearer(alice.access), body: #"{"full_name":"Alice A","phone":"+447700900123"}"#)
+            #expect(patched.status == .ok)
+            #expect(try patched.jsonObject()["phone"] as? String == "+447700900123")
+            let removed = try await edge.send(.patch, "/v1/me", headers: bearer(alice.access), body: #"{"phone":null}"#)
+            #expect(try removed.jsonObject()["phone"] is NSNull)
+            #expect(try await edge.send(.patch, "/v1/me", headers: bearer(alice.access), body: #"{"role":"admin"}"#).status == .unprocessableContent)
+            let defaults = try await edge.send(.get, "/v1/me/notification-preferences", headers: bearer(bob.access)).jsonObject() as? [String: Bool] ?? [:]
+            #expect(defaults.count == 4)
+            let flipped = defaults.mapValues { !$0 }
+            let prefs = String(decoding: try JSONSerialization.data(withJSONObject: flipped), as: UTF8.self)
+            #expect(try await edge.send(.put, "/v1/me/notification-preferences", headers: bearer(alice.access), body: prefs).status == .ok)
+            let mine = try await edge.send(.get, "/v1/me/notification-preferences", headers: bearer(alice.access))
+            #expect(try mine.jsonObject() as? [String: Bool] == flipped)
+            let bobs = try await edge.send(.get, "/v1/me/notification-preferences", headers: bearer(bob.access))
+            #expect(try bobs.jsonObject() as? [String: Bool] == defaults, "Bob's preferences are his own")
+            let device = try await edge.send(.post, "/v1/me/devices", headers: bearer(alice.access), body: #"{"fcm_token":"fcm-token-alice-1","platform":"ios"}"#)
+            #expect(device.status == .created)
+            // Bob cannot remove Alice's device: it is not his.
+            #expect(try await edge.send(.delete, "/v1/me/devices", headers: bearer(bob.access), body: #"{"fcm_token":"fcm-token-alice-1"}"#).status == .notFound)
+            #expect(try await edge.send(.delete, "/v1/me/devices", headers: bearer(alice.access), body: #"{"fcm_token":"fcm-token-alice-1"}"#).status == .noContent)
+            let deleted = try await edge.send(.delete, "/v1/me", headers: bearer(bob.access), body: #"{"password":"\#(goodPassword)"}"#)
+            #expect(deleted.status == .noContent)
+            #expect(try await edge.send(.get, "/v1/me", headers: bearer(bob.access)).status == .unauthorized)
         }
     }
 
@@ -253,6 +332,26 @@ struct EdgeAuthTests {
             #expect(try ok.jsonObject()["revoked_sessions"] as? Int == 1)
             let refresh = try await edge.send(.post, "/v1/auth/refresh", body: #"{"refresh_token":"\#(victim.refresh)"}"#)
             #expect(refresh.status == .unauthorized)
+        }
+    }
+
+    @Test func adminBlockedIPIsRefusedByTheEdge_R4() async throws {
+        try await withEdge(mode: .behindProxy(trusted: ["127.0.0.1"])) { edge in
+            let admin = try signed(TestClaims(sub: UUID().uuidString.lowercased(), role: "admin", amr: ["pwd", "otp"], authTime: Date()), key: edge.signingKey)
+            let adminHeaders: HTTPFields = [.authorization: "Bearer \(admin)", .init("X-Admin-Key")!: adminKey, .init("X-Forwarded-For")!: "192.0.2.1"]
+            let from = { (ip: String) -> HTTPFields in [.init("X-Forwarded-For")!: ip] }
+            #expect(try await edge.send(.get, "/openapi.json", headers: from("203.0.113.66")).status == .ok)
+            let block = try await edge.send(.post, "/v1/admin/ip-blocks", headers: adminHeaders, body: #"{"ip":"203.0.113.66","duration_seconds":600,"reason":"abuse"}"#)
+            #expect(block.status == .noContent)
+            let refused = try await edge.send(.get, "/openapi.json", headers: from("203.0.113.66"))
+            #expect(refused.status == .forbidden)
+            #expect(try refused.errorCode() == "ip_blocked")
+            #expect(try await edge.send(.get, "/openapi.json", headers: from("203.0.113.67")).status == .ok)
+            let audit = try await edge.send(.get, "/v1/admin/audit-log?limit=50", headers: adminHeaders)
+            #expect(audit.status == .ok)
+            #expect(audit.text.contains("block_ip"), "the admin action is in auth's audit trail: \(audit.text.prefix(300))")
+            #expect(try await edge.send(.delete, "/v1/admin/ip-blocks/203.0.113.66", headers: adminHeaders).status == .noContent)
+            #expect(try await edge.send(.get, "/openapi.json", headers: from("203.0.113.66")).status == .ok)
         }
     }
 

@@ -109,9 +109,8 @@ struct EdgeHTTPTests {
         try await withEdge { edge in
             let tokens = try await edge.registerAndLogin("stub@example.com")
             let cases: [(HTTPRequest.Method, String, Bool)] = [
-                (.post, "/v1/auth/password/forgot", false), (.post, "/v1/auth/password/reset", false),
                 (.get, "/v1/alpaca/account", true), (.post, "/v1/alpaca/orders", true), (.delete, "/v1/alpaca/orders/ord_123", true),
-                (.get, "/v1/stripe/balances", true), (.get, "/v1/me/api-keys", true), (.patch, "/v1/me", true), (.post, "/v1/stripe/webhook", false),
+                (.get, "/v1/stripe/balances", true), (.post, "/v1/stripe/subscription/checkout", true), (.post, "/v1/stripe/webhook", false),
             ]
             for (method, path, authenticated) in cases {
                 let response = try await edge.send(method, path, headers: authenticated ? bearer(tokens.access) : [:], body: "{}")

@@ -104,6 +104,22 @@ struct EdgeHarness: Sendable {
     let signingKey: SigningKey
     /// Stops the auth service (its socket goes away) while the edge keeps running.
     let stopAuth: @Sendable () -> Void
+    /// Auth's maildir (reset codes).
+    let mailbox: URL
+
+    /// The reset code in the newest mail to `address` (waits up to 5 s for delivery).
+    func resetCode(for address: String) async throws -> String {
+        for _ in 0..<250 {
+            let mails = ((try? MaildirMailer.messages(in: mailbox)) ?? []).filter { $0.to == address }
+            if let mail = mails.last,
+               let line = mail.textBody.split(whereSeparator: \.isNewline).map({ $0.trimmingCharacters(in: .whitespaces) })
+                   .first(where: { $0.count >= 6 && $0.allSatisfy(\.isNumber) }) {
+                return line
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw HarnessError("no reset code mailed to \(address)")
+    }
 
     var authHandlers: AuthHandlers { auth.handlers }
 
@@ -226,7 +242,7 @@ func withEdge<T: Sendable>(
     // The JWKS warm-up must have loaded auth's key before tokens can verify.
     let deadline = ContinuousClock.now + .seconds(10)
     while edge.state.jwks.keyCount == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-    let harness = EdgeHarness(auth: auth, edge: edge, ports: ports, logs: logs, pki: pki, isTLS: isTLS, signingKey: key, stopAuth: { authTask.cancel() })
+    let harness = EdgeHarness(auth: auth, edge: edge, ports: ports, logs: logs, pki: pki, isTLS: isTLS, signingKey: key, stopAuth: { authTask.cancel() }, mailbox: URL(fileURLWithPath: directory + "/mail"))
     let result: Result<T, any Error>
     do {
         result = .success(try await body(harness))
