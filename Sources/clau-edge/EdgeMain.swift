@@ -4,6 +4,7 @@ import Crypto
 import EdgeProxy
 import Foundation
 import Logging
+import RateLimiting
 import ServiceLifecycle
 
 /// `clau-edge`: reads configuration (flags, and secret files from `$CREDENTIALS_DIRECTORY` or
@@ -58,6 +59,15 @@ struct EdgeMain: AsyncParsableCommand {
     @Option(help: "Body limit in bytes (R-18; at most 8 MiB).")
     var maxBodyBytes: Int = 1 << 20
 
+    @Option(help: "Redis Unix socket shared by several edges for one rate-limit budget (X-3); default: in-process limits.")
+    var redisSocket: String?
+
+    @Option(help: "Redis host:port instead of a socket.")
+    var redis: String?
+
+    @Option(help: "File holding the Redis password (mode 0400/0600). Default: $CREDENTIALS_DIRECTORY/redis-password if present.")
+    var redisPasswordFile: String?
+
     @Option(help: "Log level.")
     var logLevel: String = "info"
 
@@ -66,7 +76,14 @@ struct EdgeMain: AsyncParsableCommand {
         let logger = Logger(label: "clau-edge")
         do {
             try ProcessHardening.disableCoreDumpsAndPtrace()
-            let edge = try buildApplication(configuration: try makeConfiguration(), logger: logger, accessLogger: Logger(label: "clau-edge.access"))
+            var configuration = try makeConfiguration()
+            var dependencies: [any Service] = []
+            if let redisConfiguration = try makeRedisConfiguration() {
+                let client = RedisClient(configuration: redisConfiguration, logger: logger)
+                configuration.rateLimiter = RedisRateLimiter(client: client, logger: logger)
+                dependencies.append(client)
+            }
+            let edge = try buildApplication(configuration: configuration, logger: logger, accessLogger: Logger(label: "clau-edge.access"), dependencies: dependencies)
             let group = ServiceGroup(configuration: .init(services: [.init(service: edge)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             logger.info("edge starting", metadata: ["port": "\(port)", "mode": "\(behindProxy ? "behind-proxy" : "https")", "auth_socket": "\(authSocket)"])
             try await group.run()
@@ -74,6 +91,24 @@ struct EdgeMain: AsyncParsableCommand {
             logger.critical("edge refused to start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
+    }
+
+    func makeRedisConfiguration() throws -> RedisConfiguration? {
+        let address: RedisConfiguration.Address
+        if let redisSocket {
+            address = .unixSocket(path: redisSocket)
+        } else if let redis {
+            let parts = redis.split(separator: ":")
+            guard parts.count == 2, let port = Int(parts[1]) else { throw EdgeStartupError("--redis must be host:port") }
+            address = .tcp(host: String(parts[0]), port: port)
+        } else {
+            return nil
+        }
+        var configuration = RedisConfiguration(address: address)
+        if let path = redisPasswordFile ?? SecretFile.credentialPath("redis-password").flatMap({ FileManager.default.fileExists(atPath: $0) ? $0 : nil }) {
+            configuration.password = try SecretFile.readString(at: path)
+        }
+        return configuration
     }
 
     func makeConfiguration() throws -> EdgeConfiguration {

@@ -146,7 +146,11 @@ struct EdgeAuthTests {
             let real = tokens.access.split(separator: ".")
             let es256Header = b64url(Data(#"{"alg":"ES256","kid":"\#(kid)","typ":"at+jwt"}"#.utf8))
             let relabelled = "\(es256Header).\(real[1]).\(real[2])"
-            for token in [none1, none2, relabelled] + confused {
+            // Signed by the real RSA key, over a header that claims ES256: the header's `alg` must
+            // equal the key's algorithm, not merely be on the allowlist.
+            let mislabelledInput = "\(es256Header).\(payload)"
+            let mislabelled = mislabelledInput + "." + b64url(try edge.signingKey.verification.implementation.sign(Array(mislabelledInput.utf8)))
+            for token in [none1, none2, relabelled, mislabelled] + confused {
                 let response = try await edge.send(.get, "/v1/me", headers: bearer(token))
                 #expect(response.status == .unauthorized, "\(token.prefix(40))")
                 #expect(try response.errorCode() == "invalid_token")
@@ -193,6 +197,10 @@ struct EdgeAuthTests {
             #expect(response.status == .serviceUnavailable)
             #expect(try response.errorCode() == "service_unavailable")
             #expect(response.headers[.retryAfter] != nil)
+            // A route that needs no further auth RPC: only the revocation check can refuse it.
+            let stub = try await edge.send(.get, "/v1/alpaca/account", headers: bearer(tokens.access))
+            #expect(stub.status == .serviceUnavailable)
+            #expect((try stub.errorObject()["message"] as? String)?.contains("cannot verify the session") == true, "refused by the revocation check, not by the stub")
             let ready = try await edge.send(.get, "/readyz")
             #expect(ready.status == .serviceUnavailable)
             #expect(try await edge.send(.get, "/healthz").status == .ok)
