@@ -291,3 +291,23 @@ struct EdgeOpenAPITests {
         #expect(OpenAPIDocument.data == (try Data(contentsOf: URL(fileURLWithPath: path))), "the served document is the validated one")
     }
 }
+
+@Suite("Edge: TLS grading")
+struct EdgeTLSGradingTests {
+    /// sslyze (`pip install sslyze`, scripts/test) against the running edge: Mozilla
+    /// "intermediate" compliance — no TLS 1.0/1.1, no CBC or RSA key exchange, no X448/P-521 (C-10).
+    @Test func sslyzeReportsMozillaIntermediateCompliance_C10() async throws {
+        try await withEdge { edge in
+            let report = edge.pki.directory + "/sslyze-\(edge.ports.api).txt"
+            let output = try await Shell.run("/bin/sh", ["-c", "python3 -m sslyze --certinfo_ca_file \(edge.pki.caPath) --mozilla_config intermediate 127.0.0.1:\(edge.ports.api) > \(report) 2>&1; echo EXIT=$?; cat \(report)"])
+            #expect(output.contains("EXIT=0"), "\(output.suffix(3000))")
+            #expect(output.contains(": OK - Compliant."), "\(output.suffix(1500))")
+            // TLS 1.0 and 1.1 (and SSL 3) refused outright, tried by sslyze's own legacy OpenSSL.
+            for refused in ["SSL 3.0 Cipher Suites", "TLS 1.0 Cipher Suites", "TLS 1.1 Cipher Suites"] {
+                let range = try #require(output.range(of: refused), "\(refused) scanned")
+                #expect(output[range.upperBound...].prefix(200).contains("the server rejected all cipher suites"), "\(refused)")
+            }
+            #expect(output.contains("Supported curves:                  X25519, secp256r1, secp384r1\n"), "only X25519/P-256/P-384")
+        }
+    }
+}

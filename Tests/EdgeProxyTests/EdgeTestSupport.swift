@@ -41,11 +41,12 @@ struct TestPKI: Sendable {
         let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-edge-pki")
         let openssl = "/usr/bin/openssl"
         try await Shell.run(openssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", directory + "/ca.key"])
-        try await Shell.run(openssl, ["req", "-x509", "-new", "-key", directory + "/ca.key", "-sha256", "-days", "90", "-subj", "/CN=Clau Test CA", "-out", directory + "/ca.crt"])
+        try await Shell.run(openssl, ["req", "-x509", "-new", "-key", directory + "/ca.key", "-sha256", "-days", "90", "-subj", "/CN=Clau Test CA",
+                                      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", directory + "/ca.crt"])
         try await Shell.run(openssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", directory + "/server.ec.key"])
         try await Shell.run(openssl, ["pkcs8", "-topk8", "-nocrypt", "-in", directory + "/server.ec.key", "-out", directory + "/server.key"])
         try await Shell.run(openssl, ["req", "-new", "-key", directory + "/server.key", "-subj", "/CN=localhost", "-out", directory + "/server.csr"])
-        try "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n".write(toFile: directory + "/ext.cnf", atomically: true, encoding: .utf8)
+        try "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n".write(toFile: directory + "/ext.cnf", atomically: true, encoding: .utf8)
         try await Shell.run(openssl, ["x509", "-req", "-in", directory + "/server.csr", "-CA", directory + "/ca.crt", "-CAkey", directory + "/ca.key", "-CAcreateserial",
                                       "-days", "90", "-sha256", "-extfile", directory + "/ext.cnf", "-out", directory + "/server.crt"])
         chmod(directory + "/server.key", 0o600)
