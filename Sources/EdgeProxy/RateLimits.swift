@@ -20,6 +20,16 @@ public struct RateLimitRules: Sendable {
 
     public init() {}
 
+    /// Every limit times `factor` (load tests, staging).
+    public func multiplied(by factor: Int) -> RateLimitRules {
+        var rules = self
+        for keyPath in [\RateLimitRules.read, \.write, \.sensitive, \.highRisk, \.login, \.register, \.refresh] {
+            let rule = rules[keyPath: keyPath]
+            rules[keyPath: keyPath] = RateLimitRule(name: rule.name, limit: rule.limit * max(1, factor), window: rule.window)
+        }
+        return rules
+    }
+
     func rule(for category: RateCategory) -> RateLimitRule? {
         switch category {
         case .none: nil

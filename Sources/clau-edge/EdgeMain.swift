@@ -68,6 +68,9 @@ struct EdgeMain: AsyncParsableCommand {
     @Option(help: "File holding the Redis password (mode 0400/0600). Default: $CREDENTIALS_DIRECTORY/redis-password if present.")
     var redisPasswordFile: String?
 
+    @Option(help: "Multiply every rate limit by N (1-100000; load tests and staging only — logged at start).")
+    var rateLimitMultiplier: Int = 1
+
     @Option(help: "Log level.")
     var logLevel: String = "info"
 
@@ -86,6 +89,9 @@ struct EdgeMain: AsyncParsableCommand {
             let edge = try buildApplication(configuration: configuration, logger: logger, accessLogger: Logger(label: "clau-edge.access"), dependencies: dependencies)
             let group = ServiceGroup(configuration: .init(services: [.init(service: edge)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             logger.info("edge starting", metadata: ["port": "\(port)", "mode": "\(behindProxy ? "behind-proxy" : "https")", "auth_socket": "\(authSocket)"])
+            if rateLimitMultiplier != 1 {
+                logger.warning("rate limits multiplied: not for production", metadata: ["multiplier": "\(rateLimitMultiplier)"])
+            }
             try await group.run()
         } catch {
             logger.critical("edge refused to start", metadata: ["error": "\(error)"])
@@ -130,6 +136,8 @@ struct EdgeMain: AsyncParsableCommand {
         configuration.audience = audience
         configuration.maximumInFlightRequests = maxInFlight
         configuration.maximumBodyBytes = maxBodyBytes
+        guard (1...100_000).contains(rateLimitMultiplier) else { throw EdgeStartupError("--rate-limit-multiplier must be 1-100000") }
+        configuration.rateLimitRules = RateLimitRules.spec.multiplied(by: rateLimitMultiplier)
         if let path = adminKeyFile ?? SecretFile.credentialPath("admin-key").flatMap({ FileManager.default.fileExists(atPath: $0) ? $0 : nil }) {
             let key = try SecretFile.readString(at: path)
             guard key.utf8.count >= 32 else { throw EdgeStartupError("\(path): admin key must be at least 32 bytes") }
