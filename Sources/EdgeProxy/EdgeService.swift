@@ -102,14 +102,14 @@ struct JWKSWarmUp: Service {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             await cache.refresh(requestID: "startup", force: true)
             if cache.keyCount > 0 { return }
-            try? await Task.sleep(for: .seconds(2))
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(2)) }
         }
     }
 }
 
 extension UnixSocketClient {
     func waitUntilConnectedOrCancelled() async {
-        while !isConnected && !Task.isCancelled {
+        while !isConnected && !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await Task.sleep(for: .milliseconds(20))
         }
     }

@@ -130,7 +130,7 @@ struct IPBlocklistPoller: Service {
     func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             await blocklist.refresh(requestID: "blocklist-poll")
-            try? await Task.sleep(for: interval)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
         }
     }
 }

@@ -349,7 +349,9 @@ struct EdgeAuthTests {
             let adminHeaders: HTTPFields = [.authorization: "Bearer \(admin)", .init("X-Admin-Key")!: adminKey, .init("X-Forwarded-For")!: "192.0.2.1"]
             let from = { (ip: String) -> HTTPFields in [.init("X-Forwarded-For")!: ip] }
             #expect(try await edge.send(.get, "/openapi.json", headers: from("203.0.113.66")).status == .ok)
-            let block = try await edge.send(.post, "/v1/admin/ip-blocks", headers: adminHeaders, body: #"{"ip":"203.0.113.66","duration_seconds":600,"reason":"abuse"}"#)
+            var blockHeaders = adminHeaders
+            blockHeaders[.init("X-Request-ID")!] = "block-req-4711"
+            let block = try await edge.send(.post, "/v1/admin/ip-blocks", headers: blockHeaders, body: #"{"ip":"203.0.113.66","duration_seconds":600,"reason":"abuse"}"#)
             #expect(block.status == .noContent)
             let refused = try await edge.send(.get, "/openapi.json", headers: from("203.0.113.66"))
             #expect(refused.status == .forbidden)
@@ -358,6 +360,7 @@ struct EdgeAuthTests {
             let audit = try await edge.send(.get, "/v1/admin/audit-log?limit=50", headers: adminHeaders)
             #expect(audit.status == .ok)
             #expect(audit.text.contains("block_ip"), "the admin action is in auth's audit trail: \(audit.text.prefix(300))")
+            #expect(audit.text.contains("block-req-4711"), "the edge's request id reached auth with the RPC")
             #expect(try await edge.send(.delete, "/v1/admin/ip-blocks/203.0.113.66", headers: adminHeaders).status == .noContent)
             #expect(try await edge.send(.get, "/openapi.json", headers: from("203.0.113.66")).status == .ok)
         }

@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdTesting
 import NIOCore
 import NIOSSL
+import ServiceLifecycle
 import TestSupport
 import Testing
 @testable import EdgeProxy
@@ -198,6 +199,24 @@ struct EdgeHTTPTests {
         }
     }
 
+    @Test func slowBodiesTimeOutWith408AndIdleConnectionsClose_R18() async throws {
+        try await withEdge(mode: .behindProxy(trusted: []), configure: { $0.bodyReadTimeout = .seconds(1); $0.idleTimeout = .seconds(2) }) { edge in
+            let slow = try RawConnection(port: edge.ports.api)
+            let started = ContinuousClock.now
+            slow.send("POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"em")
+            let raw = try await slow.receive(until: responseComplete)
+            #expect(raw.hasPrefix("HTTP/1.1 408"), "\(raw.prefix(200))")
+            #expect(raw.contains("request_timeout"))
+            #expect(ContinuousClock.now - started < .seconds(4))
+            // A connection that sends nothing is closed by the server.
+            let idle = try RawConnection(port: edge.ports.api, receiveTimeout: 6)
+            let opened = ContinuousClock.now
+            let nothing = try await idle.receive()
+            #expect(nothing.isEmpty)
+            #expect(ContinuousClock.now - opened < .seconds(5), "closed by the idle timeout (2 s), not by the client's receive timeout (6 s)")
+        }
+    }
+
     @Test func admissionSheds503UnderBurst_R16() async throws {
         try await withEdge(mode: .behindProxy(trusted: []), configure: { $0.maximumInFlightRequests = 2; $0.bodyReadTimeout = .seconds(20) }) { edge in
             // Two requests stay in flight: their bodies never finish arriving.
@@ -216,8 +235,12 @@ struct EdgeHTTPTests {
             #expect(ContinuousClock.now - started < .seconds(2), "shed at once, not queued")
             #expect(try await edge.send(.get, "/healthz").status == .ok, "liveness is exempt")
             holders.removeAll()
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(try await edge.send(.get, "/openapi.json").status == .ok, "capacity returns when requests finish")
+            var recovered = false
+            for _ in 0..<50 where !recovered {
+                try await Task.sleep(for: .milliseconds(100))
+                recovered = try await edge.send(.get, "/openapi.json").status == .ok
+            }
+            #expect(recovered, "capacity returns when the held requests end")
         }
     }
 
@@ -309,5 +332,25 @@ struct EdgeTLSGradingTests {
             }
             #expect(output.contains("Supported curves:                  X25519, secp256r1, secp384r1\n"), "only X25519/P-256/P-384")
         }
+    }
+}
+
+@Suite("Edge: lifecycle")
+struct EdgeLifecycleTests {
+    /// SIGTERM-style graceful shutdown completes even while auth was never reachable (the JWKS
+    /// warm-up must not keep the process alive).
+    @Test func gracefulShutdownWithoutAuthCompletes() async throws {
+        let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-edge-noauth")
+        let configuration = EdgeConfiguration(listener: .behindProxy(host: "127.0.0.1", port: 0, trustedProxies: []), authSocketPath: directory + "/missing.sock")
+        let edge = try buildApplication(configuration: configuration, logger: quietLogger)
+        let group = ServiceGroup(configuration: .init(services: [edge], logger: quietLogger))
+        let task = Task { try await group.run() }
+        let port = await edge.waitUntilListening().api
+        let ready = try await TestClient.withClient(host: "127.0.0.1", port: port) { try await $0.get("/readyz") }
+        #expect(ready.status == .serviceUnavailable, "not ready without auth")
+        let started = ContinuousClock.now
+        await group.triggerGracefulShutdown()
+        try await task.value
+        #expect(ContinuousClock.now - started < .seconds(3))
     }
 }
