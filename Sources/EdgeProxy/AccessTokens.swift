@@ -253,3 +253,41 @@ final class AsyncLock: Sendable {
         return try await body()
     }
 }
+
+/// "Not revoked" answers from auth, kept for less than a second per `jti` (R-1: revocation reaches
+/// every edge within 1 s). A logout through this edge forgets its `jti` at once. Bounded: when
+/// full, everything is dropped (the next requests simply ask auth again).
+final class RevocationCache: Sendable {
+    private let entries = Mutex<[String: ContinuousClock.Instant]>([:])
+    private let ttl: Duration
+    private let capacity: Int
+
+    init(ttl: Duration, capacity: Int = 100_000) {
+        self.ttl = ttl
+        self.capacity = capacity
+    }
+
+    func isKnownLive(_ jti: String) -> Bool {
+        guard ttl > .zero else { return false }
+        let now = ContinuousClock.now
+        return entries.withLock { entries in
+            guard let until = entries[jti] else { return false }
+            if until > now { return true }
+            entries[jti] = nil
+            return false
+        }
+    }
+
+    func rememberLive(_ jti: String) {
+        guard ttl > .zero else { return }
+        let until = ContinuousClock.now + ttl
+        entries.withLock { entries in
+            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+            entries[jti] = until
+        }
+    }
+
+    func forget(_ jti: String) {
+        _ = entries.withLock { $0.removeValue(forKey: jti) }
+    }
+}

@@ -45,6 +45,9 @@ public struct EdgeConfiguration: Sendable {
     public var adminRequiresMFA = true
     /// …and the second factor (`auth_time`) must be at most this old.
     public var adminMFAMaximumAge: Int64 = 15 * 60
+    /// How long a "not revoked" answer from auth is reused for the same `jti` (R-1 allows
+    /// revocation to take up to 1 s to reach every edge). Zero: ask auth on every request.
+    public var revocationCacheTTL: Duration = .milliseconds(500)
     /// Deadline given to every RPC call.
     public var rpcTimeout: Duration = .seconds(5)
     /// requests in flight beyond this are shed with 503 + Retry-After at once.
@@ -75,6 +78,9 @@ public struct EdgeConfiguration: Sendable {
     public func validate() throws(EdgeStartupError) {
         guard maximumBodyBytes > 0, maximumBodyBytes <= Self.bodyBytesCap else {
             throw EdgeStartupError("maximum body size must be 1 byte to 8 MiB (got \(maximumBodyBytes))")
+        }
+        guard revocationCacheTTL >= .zero, revocationCacheTTL < .seconds(1) else {
+            throw EdgeStartupError("revocation cache TTL must be under 1 s (R-1)")
         }
         guard maximumInFlightRequests >= 1 else { throw EdgeStartupError("maximum in-flight requests must be at least 1") }
         guard (1024...65536).contains(maximumHeaderBytes) else { throw EdgeStartupError("maximum header bytes must be 1 KiB to 64 KiB") }

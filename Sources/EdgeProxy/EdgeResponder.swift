@@ -30,6 +30,7 @@ public final class EdgeApplicationState: Sendable {
     let accessLogger: Logger
     let rateLimiter: any RateLimiter
     let blocklist: IPBlocklist
+    let revocations: RevocationCache
     let inFlight = Atomic<Int>(0)
 
     init(configuration: EdgeConfiguration, auth: RPCClient, logger: Logger, accessLogger: Logger) {
@@ -42,6 +43,7 @@ public final class EdgeApplicationState: Sendable {
         self.accessLogger = accessLogger
         self.rateLimiter = configuration.rateLimiter ?? InProcessRateLimiter()
         self.blocklist = IPBlocklist(rpc: auth, timeout: configuration.rpcTimeout, logger: logger)
+        self.revocations = RevocationCache(ttl: configuration.revocationCacheTTL)
     }
 
     /// Reads a request body within the size limit (413) and the read timeout (408).
@@ -226,11 +228,16 @@ struct EdgeResponder: HTTPResponder {
         var check = AuthCheckRevokedRequest()
         check.jti = claims.jti
         let revoked: Bool
+        if state.revocations.isKnownLive(claims.jti) {
+            revoked = false
+        } else {
         do {
             revoked = try await state.auth.call(AuthAPI.checkRevoked, check, options: CallOptions(requestID: requestID, timeout: state.configuration.rpcTimeout)).revoked
         } catch {
             state.logger.warning("revocation check failed; refusing", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
             throw EdgeError.serviceUnavailable("cannot verify the session right now, retry shortly")
+        }
+        if !revoked { state.revocations.rememberLive(claims.jti) }
         }
         guard !revoked else { throw EdgeError.invalidToken() }
 

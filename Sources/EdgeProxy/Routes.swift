@@ -120,6 +120,7 @@ enum AuthRoutes {
         var request = AuthLogoutRequest()
         request.accessToken = token
         _ = try await call.rpc(AuthAPI.logout, request)
+        if let jti = call.caller?.jti { call.app.revocations.forget(jti) }
         return .noContent
     }
 
@@ -214,6 +215,7 @@ enum AccountRoutes {
         request.userID = try call.subject
         request.password = body.password
         _ = try await call.rpc(AuthAPI.deleteUser, request)
+        if let jti = call.caller?.jti { call.app.revocations.forget(jti) }
         return .noContent
     }
 

@@ -66,6 +66,31 @@ struct EdgeAuthTests {
         }
     }
 
+    @Test func logoutThroughOneEdgeReachesAnotherWithinOneSecond_R1() async throws {
+        try await withEdge(mode: .behindProxy(trusted: [])) { edgeA in
+            var configuration = EdgeConfiguration(listener: .behindProxy(host: "127.0.0.1", port: 0, trustedProxies: []), authSocketPath: edgeA.edge.state.configuration.authSocketPath)
+            configuration.rateLimitRules = .relaxedForTests
+            let edgeB = try buildApplication(configuration: configuration, logger: quietLogger)
+            let task = Task { try await edgeB.run() }
+            defer { task.cancel() }
+            let portB = await edgeB.waitUntilListening().api
+            let viaB = { @Sendable (token: String) async throws -> HTTPResponse.Status in
+                try await TestClient.withClient(host: "127.0.0.1", port: portB) { try await $0.get("/v1/me", headers: bearer(token)) }.status
+            }
+            let tokens = try await edgeA.registerAndLogin("two-edges@example.com")
+            #expect(try await viaB(tokens.access) == .ok, "B has now cached the token as live")
+            #expect(try await edgeA.send(.post, "/v1/auth/logout", headers: bearer(tokens.access)).status == .noContent)
+            let loggedOut = ContinuousClock.now
+            var status = HTTPResponse.Status.ok
+            while status == .ok && ContinuousClock.now - loggedOut < .seconds(2) {
+                status = try await viaB(tokens.access)
+                if status == .ok { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(status == .unauthorized)
+            #expect(ContinuousClock.now - loggedOut < .seconds(1), "revocation effective at every edge within 1 s")
+        }
+    }
+
     @Test func wrongPasswordAndUnknownEmailAnswerTheSame401_X2() async throws {
         // Each attempt from its own client address: auth delays an address after a failure.
         try await withEdge(mode: .behindProxy(trusted: ["127.0.0.1"])) { edge in
