@@ -135,6 +135,7 @@ let package = Package(
             name: "clauctl",
             dependencies: [
                 "RPC", "ClauSupport", "ClauDatabase", "VaultService",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -442,7 +442,8 @@ enum Validation {
 
     /// A short lower-case word for the audit trail.
     static func reasonWord(_ raw: String) -> String {
-        let word = String(raw.lowercased().unicodeScalars.prefix(32).filter { ("a"..."z").contains($0) || $0 == "_" }.map(Character.init))
+        let spaced = raw.lowercased().replacingOccurrences(of: " ", with: "_").replacingOccurrences(of: "-", with: "_")
+        let word = String(spaced.unicodeScalars.prefix(32).filter { ("a"..."z").contains($0) || $0 == "_" }.map(Character.init))
         return word.isEmpty ? "unspecified" : word
     }
 }
