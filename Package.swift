@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "clauctl", targets: ["clauctl"]),
         .executable(name: "rpc-bench", targets: ["rpc-bench"]),
         .executable(name: "vault-bench", targets: ["vault-bench"]),
+        .executable(name: "auth-bench", targets: ["auth-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -152,6 +153,18 @@ let package = Package(
             name: "vault-bench",
             dependencies: ["RPC", "VaultService", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/vault-bench",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "auth-bench",
+            dependencies: [
+                "AuthService", "RPC", "TestSupport",
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/auth-bench",
             swiftSettings: swiftSettings
         ),
         // Test helpers: a throwaway PostgreSQL cluster, process launching as other users.
