@@ -77,6 +77,7 @@ public final class AuthHandlers: Sendable {
         router.register(AuthAPI.blockIP) { [self] request, context in try await blockIP(request, context) }
         router.register(AuthAPI.unblockIP) { [self] request, context in try await unblockIP(request, context) }
         router.register(AuthAPI.listIPBlocks) { [self] request, context in try await listIPBlocks(request, context) }
+        router.register(AuthAPI.verifyAccessToken) { [self] request, context in try await verifyAccessToken(request, context) }
         return router
     }
 
@@ -89,6 +90,7 @@ public final class AuthHandlers: Sendable {
             AuthAPI.createAPIKey.fullName, AuthAPI.listAPIKeys.fullName, AuthAPI.revokeAPIKey.fullName, AuthAPI.authenticateAPIKey.fullName,
             AuthAPI.beginTOTPEnrollment.fullName, AuthAPI.confirmTOTPEnrollment.fullName, AuthAPI.getNotificationPreferences.fullName,
             AuthAPI.putNotificationPreferences.fullName, AuthAPI.registerDevice.fullName, AuthAPI.removeDevice.fullName,
+            AuthAPI.verifyAccessToken.fullName,
         ]
         // Admin operations: the edge's admin routes (which check role, MFA and X-Admin-Key) and operators.
         let shared = [
@@ -288,6 +290,27 @@ public final class AuthHandlers: Sendable {
         audit.notice("all sessions revoked", metadata: ["event": "sessions_revoked", "risk": "medium", "user_id": "\(userID)", "count": "\(count)", "reason": "\(reason)", "caller_uid": "\(context.peer.uid)", "request_id": "\(context.requestID)"])
         var response = AuthRevokeAllSessionsResponse()
         response.revokedSessions = Int32(clamping: count)
+        return response
+    }
+
+    func verifyAccessToken(_ request: AuthVerifyAccessTokenRequest, _ context: ServerContext) async throws -> AuthVerifyAccessTokenResponse {
+        let claims: AccessTokenClaims
+        do {
+            claims = try issuer.verifier.verify(request.accessToken, now: now())
+        } catch {
+            throw Self.invalidAccessToken
+        }
+        guard let jti = UUID(uuidString: claims.jti), UUID(uuidString: claims.sub) != nil,
+              try await !store.isRevoked(jti: jti, logger: context.logger)
+        else { throw Self.invalidAccessToken }
+        var response = AuthVerifyAccessTokenResponse()
+        response.principal.userID = claims.sub
+        response.principal.role = claims.role
+        response.sessionID = claims.sid
+        response.jti = claims.jti
+        response.expiresAt = claims.exp
+        response.amr = claims.amr ?? []
+        response.authTime = claims.authTime ?? 0
         return response
     }
 

@@ -164,3 +164,32 @@ struct AuthAccountTests {
         await #expect(throws: AuthStartupError.self) { try await SigningKeyDirectory(path: directory).load(generate: .es256) }
     }
 }
+
+@Suite("HS256 verification by auth")
+struct AuthHS256Tests {
+    @Test func hs256TokensAreVerifiedByAuthIncludingRevocation_C2_R1() async throws {
+        let key = try await SigningKey.generate(algorithm: .hs256, kid: "hs-1")
+        try await withAuthService(signingKey: key) { auth in
+            try await auth.register("hs@example.com")
+            let login = try await auth.login("hs@example.com")
+            // The HS256 secret is never published: the JWKS has no key to verify with.
+            let jwks = try await auth.client().call(AuthAPI.getJWKS, AuthGetJWKSRequest()).jwksJson
+            #expect(!jwks.contains("hs-1"))
+            var request = AuthVerifyAccessTokenRequest()
+            request.accessToken = login.tokens.accessToken
+            let verified = try await auth.client().call(AuthAPI.verifyAccessToken, request)
+            #expect(verified.principal.userID == login.user.id)
+            #expect(verified.sessionID == login.tokens.sessionID)
+            #expect(verified.amr == ["pwd"])
+            // A flipped signature character and a revoked token both fail.
+            var tampered = request
+            tampered.accessToken = String(request.accessToken.dropLast()) + (request.accessToken.hasSuffix("A") ? "B" : "A")
+            await #expect(throws: RPCError.self) { try await auth.client().call(AuthAPI.verifyAccessToken, tampered) }
+            var logout = AuthLogoutRequest()
+            logout.accessToken = login.tokens.accessToken
+            _ = try await auth.client().call(AuthAPI.logout, logout)
+            let revoked = await #expect(throws: RPCError.self) { try await auth.client().call(AuthAPI.verifyAccessToken, request) }
+            #expect(revoked?.code == .unauthenticated)
+        }
+    }
+}
