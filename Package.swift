@@ -93,10 +93,20 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // Access-token verification shared by auth (signs) and the edge (verifies with public
+        // keys only): one allowlist, one set of claim checks (C-2 / R-1).
+        .target(
+            name: "AccessTokens",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "AuthService",
             dependencies: [
-                "RPC", "ClauSupport", "ClauDatabase",
+                "RPC", "ClauSupport", "ClauDatabase", "AccessTokens",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
