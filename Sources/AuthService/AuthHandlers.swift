@@ -363,6 +363,8 @@ public final class AuthHandlers: Sendable {
         result.role = user.role
         result.status = user.status
         result.createdAt = Int64(user.createdAt.timeIntervalSince1970.rounded(.down))
+        result.totpEnabled = user.totpSecretSealed != nil
+        result.points = user.points
         return result
     }
 }

@@ -433,3 +433,46 @@ struct AuthProtectionTests {
         }
     }
 }
+
+@Suite("Secrets never reach the log")
+struct AuthLogRedactionTests {
+    @Test func passwordsKeysCodesAndTokensNeverAppearInLogs_C17_R3() async throws {
+        let log = CapturedLog()
+        try await withAuthService(logger: log.logger) { auth in
+            try await auth.register("quiet@example.com")
+            _ = await auth.attempt("quiet@example.com", password: "Wrong!guess-Password-77", ip: "192.0.2.44")
+            let login = try await auth.login("quiet@example.com")
+            var create = AuthCreateAPIKeyRequest()
+            create.userID = login.user.id
+            create.name = "ci"
+            let key = try await auth.client().call(AuthAPI.createAPIKey, create)
+            var authenticate = AuthAuthenticateAPIKeyRequest()
+            authenticate.apiKey = key.secret
+            _ = try await auth.client().call(AuthAPI.authenticateAPIKey, authenticate)
+            try await auth.forgot("quiet@example.com")
+            let code = try await auth.latestResetCode("quiet@example.com")
+            _ = try await auth.reset("quiet@example.com", code: code, to: AuthProtectionTests.newPassword)
+
+            let text = log.text
+            #expect(text.contains("login_failure") && text.contains("api_key_created"), "the log is being captured")
+            for secret in [goodPassword, "Wrong!guess-Password-77", AuthProtectionTests.newPassword, key.secret, String(key.secret.dropFirst(5)),
+                           login.tokens.refreshToken, login.tokens.accessToken, code, "192.0.2.44"] {
+                #expect(!text.contains(secret), "a secret reached the log")
+            }
+        }
+    }
+
+    @Test func resetCodesStopAtTheDailyCap_C5() async throws {
+        try await withAuthService { auth in
+            try await auth.register("cap@example.com")
+            for _ in 0..<7 { try await auth.forgot("cap@example.com") }
+            _ = try await auth.mail(to: "cap@example.com", atLeast: 5)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try auth.mailNow(to: "cap@example.com").count == 5, "at most 5 codes a day")
+            #expect(try await auth.scalars("SELECT count(*) FROM auth.reset_codes", as: Int64.self) == [5])
+            auth.clock.advance(86_401)
+            try await auth.forgot("cap@example.com")
+            _ = try await auth.mail(to: "cap@example.com", atLeast: 6)
+        }
+    }
+}
