@@ -225,6 +225,20 @@ struct AuthProtectionTests {
         }
     }
 
+    @Test func resetWithAWeakPasswordAnswersTheSameForKnownAndUnknownEmails_X2() async throws {
+        try await withAuthService { auth in
+            try await auth.register("probe@example.com")
+            let known = await #expect(throws: RPCError.self) { try await auth.reset("probe@example.com", code: "123456", to: "password") }
+            let unknown = await #expect(throws: RPCError.self) { try await auth.reset("nobody@example.com", code: "123456", to: "password") }
+            #expect(known == unknown)
+            #expect(known?.code == .invalidArgument)
+            // A strong password with a wrong code: also the same for both.
+            let knownCode = await #expect(throws: RPCError.self) { try await auth.reset("probe@example.com", code: "123456", to: Self.newPassword) }
+            let unknownCode = await #expect(throws: RPCError.self) { try await auth.reset("nobody@example.com", code: "123456", to: Self.newPassword) }
+            #expect(knownCode == unknownCode)
+        }
+    }
+
     @Test func registeringAKnownEmailMailsTheOwner_X2() async throws {
         try await withAuthService { auth in
             try await auth.register("owner@example.com")
