@@ -13,7 +13,7 @@ struct AuthCommand: AsyncParsableCommand {
 
     struct Socket: ParsableArguments {
         @Option(help: "The auth service's socket.")
-        var socket: String = "/run/clau/auth.sock"
+        var socket: String = "/run/clau/auth/auth.sock"
     }
 
     struct CreateAdmin: AsyncParsableCommand {

@@ -47,7 +47,7 @@ struct VaultCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Ask a running vault which key ids it holds.")
 
         @Option(help: "The vault's socket.")
-        var socket: String = "/run/clau/vault.sock"
+        var socket: String = "/run/clau/vault/vault.sock"
 
         func run() async throws {
             let status = try await callOnce(socket: socket, VaultAPI.keyStatus, VaultKeyStatusRequest())
