@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "clauctl", targets: ["clauctl"]),
         .executable(name: "rpc-bench", targets: ["rpc-bench"]),
         .executable(name: "vault-bench", targets: ["vault-bench"]),
+        .executable(name: "auth-bench", targets: ["auth-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -96,10 +97,20 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // Access-token verification shared by auth (signs) and the edge (verifies with public
+        // keys only): one allowlist, one set of claim checks (C-2 / R-1).
+        .target(
+            name: "AccessTokens",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "AuthService",
             dependencies: [
-                "RPC", "ClauSupport", "ClauDatabase",
+                "RPC", "ClauSupport", "ClauDatabase", "AccessTokens",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -172,6 +183,7 @@ let package = Package(
             name: "clauctl",
             dependencies: [
                 "RPC", "ClauSupport", "ClauDatabase", "VaultService",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -188,6 +200,18 @@ let package = Package(
             name: "vault-bench",
             dependencies: ["RPC", "VaultService", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/vault-bench",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "auth-bench",
+            dependencies: [
+                "AuthService", "RPC", "TestSupport",
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/auth-bench",
             swiftSettings: swiftSettings
         ),
         // Test helpers: a throwaway PostgreSQL cluster, process launching as other users.

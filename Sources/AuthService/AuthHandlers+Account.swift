@@ -134,13 +134,16 @@ extension AuthHandlers {
         let email = Validation.normalizedEmail(request.email)
         let code = request.code
         guard (ResetCode.minimumDigits...ResetCode.maximumDigits).contains(code.utf8.count), code.utf8.allSatisfy({ (48...57).contains($0) }),
-              email.utf8.count <= 254, !email.isEmpty,
-              let user = try await store.findUser(emailNormalized: email, logger: context.logger), user.status == "active"
+              email.utf8.count <= 254, !email.isEmpty
         else {
             throw Self.invalidResetCode
         }
-        // Policy before the attempt is spent, so a weak new password costs no attempt.
-        try checkNewPassword(request.newPassword, email: user.email, fullName: user.fullName)
+        // The account-independent policy first, so that a weak password is refused the same way
+        // for every address and costs no attempt.
+        try checkNewPassword(request.newPassword, email: nil, fullName: nil)
+        guard let user = try await store.findUser(emailNormalized: email, logger: context.logger), user.status == "active" else {
+            throw Self.invalidResetCode
+        }
         let now = now()
         guard let open = try await store.countResetAttempt(userID: user.id, now: now, logger: context.logger) else { throw Self.invalidResetCode }
         switch protection.resetCodes.checkAttempt(issuedAt: open.createdAt, attemptsSoFar: open.attempts, used: open.usedAt != nil, now: now) {
@@ -153,6 +156,8 @@ extension AuthHandlers {
             await recordAudit("password_reset_failed", risk: "medium", userID: user.id, context, details: ["reason": "wrong_code"])
             throw Self.invalidResetCode
         }
+        // The holder of the code owns the account: now the checks that use its e-mail and name.
+        try checkNewPassword(request.newPassword, email: user.email, fullName: user.fullName)
         let hash = try await hasher.hash(request.newPassword)
         guard let revoked = try await store.consumeResetCode(id: open.id, userID: user.id, newHash: hash, now: now, logger: context.logger) else {
             throw Self.invalidResetCode

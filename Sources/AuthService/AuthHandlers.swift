@@ -77,6 +77,7 @@ public final class AuthHandlers: Sendable {
         router.register(AuthAPI.blockIP) { [self] request, context in try await blockIP(request, context) }
         router.register(AuthAPI.unblockIP) { [self] request, context in try await unblockIP(request, context) }
         router.register(AuthAPI.listIPBlocks) { [self] request, context in try await listIPBlocks(request, context) }
+        router.register(AuthAPI.verifyAccessToken) { [self] request, context in try await verifyAccessToken(request, context) }
         return router
     }
 
@@ -89,6 +90,7 @@ public final class AuthHandlers: Sendable {
             AuthAPI.createAPIKey.fullName, AuthAPI.listAPIKeys.fullName, AuthAPI.revokeAPIKey.fullName, AuthAPI.authenticateAPIKey.fullName,
             AuthAPI.beginTOTPEnrollment.fullName, AuthAPI.confirmTOTPEnrollment.fullName, AuthAPI.getNotificationPreferences.fullName,
             AuthAPI.putNotificationPreferences.fullName, AuthAPI.registerDevice.fullName, AuthAPI.removeDevice.fullName,
+            AuthAPI.verifyAccessToken.fullName,
         ]
         // Admin operations: the edge's admin routes (which check role, MFA and X-Admin-Key) and operators.
         let shared = [
@@ -291,6 +293,27 @@ public final class AuthHandlers: Sendable {
         return response
     }
 
+    func verifyAccessToken(_ request: AuthVerifyAccessTokenRequest, _ context: ServerContext) async throws -> AuthVerifyAccessTokenResponse {
+        let claims: AccessTokenClaims
+        do {
+            claims = try issuer.verifier.verify(request.accessToken, now: now())
+        } catch {
+            throw Self.invalidAccessToken
+        }
+        guard let jti = UUID(uuidString: claims.jti), UUID(uuidString: claims.sub) != nil,
+              try await !store.isRevoked(jti: jti, logger: context.logger)
+        else { throw Self.invalidAccessToken }
+        var response = AuthVerifyAccessTokenResponse()
+        response.principal.userID = claims.sub
+        response.principal.role = claims.role
+        response.sessionID = claims.sid
+        response.jti = claims.jti
+        response.expiresAt = claims.exp
+        response.amr = claims.amr ?? []
+        response.authTime = claims.authTime ?? 0
+        return response
+    }
+
     func checkRevoked(_ request: AuthCheckRevokedRequest, _ context: ServerContext) async throws -> AuthCheckRevokedResponse {
         guard let jti = UUID(uuidString: request.jti) else { throw RPCError(code: .invalidArgument, message: "jti must be a UUID") }
         var response = AuthCheckRevokedResponse()
@@ -340,6 +363,8 @@ public final class AuthHandlers: Sendable {
         result.role = user.role
         result.status = user.status
         result.createdAt = Int64(user.createdAt.timeIntervalSince1970.rounded(.down))
+        result.totpEnabled = user.totpSecretSealed != nil
+        result.points = user.points
         return result
     }
 }
@@ -442,7 +467,8 @@ enum Validation {
 
     /// A short lower-case word for the audit trail.
     static func reasonWord(_ raw: String) -> String {
-        let word = String(raw.lowercased().unicodeScalars.prefix(32).filter { ("a"..."z").contains($0) || $0 == "_" }.map(Character.init))
+        let spaced = raw.lowercased().replacingOccurrences(of: " ", with: "_").replacingOccurrences(of: "-", with: "_")
+        let word = String(spaced.unicodeScalars.prefix(32).filter { ("a"..."z").contains($0) || $0 == "_" }.map(Character.init))
         return word.isEmpty ? "unspecified" : word
     }
 }

@@ -30,6 +30,9 @@ public struct EdgeConfiguration: Sendable {
     public var listener: Listener
     /// auth.sock (RPC, Unix socket).
     public var authSocketPath: String
+    /// broker.sock: accepted now so deployments can pass it; no route uses it until clau-broker
+    /// exists (its routes answer 503).
+    public var brokerSocketPath: String?
     /// Where redirects point, e.g. `https://api.clau.example` (never taken from `Host`: no open redirect).
     public var publicBaseURL: String = "https://localhost"
     /// JWT `iss` / `aud` the access tokens must carry (C-2).

@@ -16,7 +16,7 @@ struct AuthMain: AsyncParsableCommand {
     )
 
     @Option(help: "Socket path.")
-    var socket: String = "/run/clau/auth.sock"
+    var socket: String = "/run/clau/auth/auth.sock"
 
     @Option(help: "Socket file mode, octal.")
     var socketMode: String = "0660"

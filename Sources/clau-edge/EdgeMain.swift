@@ -44,6 +44,9 @@ struct EdgeMain: AsyncParsableCommand {
     @Option(help: "auth.sock path.")
     var authSocket: String = "/run/clau/auth.sock"
 
+    @Option(help: "broker.sock path (accepted; the broker routes answer 503 until clau-broker exists).")
+    var brokerSocket: String?
+
     @Option(help: "Public HTTPS origin redirects point to, e.g. https://api.clau.example.")
     var publicBaseURL: String = "https://localhost:8443"
 
@@ -132,6 +135,7 @@ struct EdgeMain: AsyncParsableCommand {
         }
         var configuration = EdgeConfiguration(listener: listener, authSocketPath: authSocket)
         configuration.publicBaseURL = publicBaseURL
+        configuration.brokerSocketPath = brokerSocket
         configuration.issuer = issuer
         configuration.audience = audience
         configuration.maximumInFlightRequests = maxInFlight

@@ -15,7 +15,7 @@ struct VaultMain: AsyncParsableCommand {
     )
 
     @Option(help: "Socket path.")
-    var socket: String = "/run/clau/vault.sock"
+    var socket: String = "/run/clau/vault/vault.sock"
 
     @Option(help: "Socket file mode, octal.")
     var socketMode: String = "0660"

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import RPC
+import SwiftProtobuf
 import VaultService
 
 struct VaultCommand: AsyncParsableCommand {
@@ -46,26 +47,32 @@ struct VaultCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Ask a running vault which key ids it holds.")
 
         @Option(help: "The vault's socket.")
-        var socket: String = "/run/clau/vault.sock"
+        var socket: String = "/run/clau/vault/vault.sock"
 
         func run() async throws {
-            var logger = Logger(label: "clauctl")
-            logger.logLevel = .critical
-            let client = UnixSocketClient(configuration: .init(path: socket), logger: logger)
-            let status = try await withThrowingTaskGroup(of: VaultKeyStatusResponse?.self) { group in
-                group.addTask { try await client.run(); return nil }
-                group.addTask {
-                    try await withTimeout(.seconds(3)) { await client.waitUntilConnected() }
-                    return try await RPCClient(transport: client).call(VaultAPI.keyStatus, VaultKeyStatusRequest(), options: CallOptions(timeout: .seconds(3)))
-                }
-                defer { group.cancelAll() }
-                while let result = try await group.next() {
-                    if let result { return result }
-                }
-                throw RPCError(code: .unavailable, message: "vault unavailable")
-            }
+            let status = try await callOnce(socket: socket, VaultAPI.keyStatus, VaultKeyStatusRequest())
             print("current key id: \(status.currentKeyID); all: \(status.keyIds.joined(separator: ", "))")
         }
+    }
+}
+
+/// One call to a service over its socket: connect (3 s), call, disconnect. Operators run
+/// clauctl as a uid the service's allowlist names (X-1).
+func callOnce<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(socket: String, _ method: MethodDescriptor<Request, Response>, _ request: Request, timeout: Duration = .seconds(10)) async throws -> Response {
+    var logger = Logger(label: "clauctl")
+    logger.logLevel = .critical
+    let client = UnixSocketClient(configuration: .init(path: socket), logger: logger)
+    return try await withThrowingTaskGroup(of: Response?.self) { group in
+        group.addTask { try await client.run(); return nil }
+        group.addTask {
+            try await withTimeout(.seconds(3)) { await client.waitUntilConnected() }
+            return try await RPCClient(transport: client).call(method, request, options: CallOptions(timeout: timeout))
+        }
+        defer { group.cancelAll() }
+        while let result = try await group.next() {
+            if let result { return result }
+        }
+        throw RPCError(code: .unavailable, message: "\(method.service) unavailable at \(socket)")
     }
 }
 

@@ -108,8 +108,33 @@ struct AuthHarness: Sendable {
 
 /// A fresh database, an auth service on it (bcrypt cost 4, test-only), its PostgreSQL client
 /// running for the duration of `body`.
+/// Every log line (message and metadata) the service writes, for redaction tests.
+final class CapturedLog: Sendable {
+    private let lines = Mutex<[String]>([])
+    var text: String { lines.withLock { $0.joined(separator: "\n") } }
+
+    var logger: Logger {
+        Logger(label: "captured") { _ in Handler(sink: self) }
+    }
+
+    struct Handler: LogHandler {
+        let sink: CapturedLog
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+            let all = self.metadata.merging(metadata ?? [:]) { $1 }
+            sink.lines.withLock { $0.append("\(message) \(all)") }
+        }
+    }
+}
+
 func withAuthService<T: Sendable>(
     signingKey: SigningKey? = nil,
+    logger: Logger = quietLogger,
     bcryptCost: Int = 4,
     configure: (inout AuthConfiguration) -> Void = { _ in },
     _ body: @Sendable (AuthHarness) async throws -> T
@@ -128,7 +153,7 @@ func withAuthService<T: Sendable>(
     configuration.adminUIDs = [adminPeer.uid]
     configure(&configuration)
     let clock = TestClock()
-    let service = try await AuthService.build(configuration: configuration, logger: quietLogger, now: { clock.now })
+    let service = try await AuthService.build(configuration: configuration, logger: logger, now: { clock.now })
     let harness = AuthHarness(service: service, database: database, clock: clock, mailbox: mailbox)
     let result: Result<T, any Error> = await withTaskGroup(of: Void.self) { group in
         group.addTask { await service.postgres.run() }

@@ -153,3 +153,42 @@ private func publicKeyPEM(of key: SigningKey) throws -> String {
     }
     return try _RSA.Signing.PublicKey(n: n, e: e).pemRepresentation
 }
+
+@Suite("JWKS parsing for verifiers without secrets")
+struct JWKSParsingTests {
+    @Test func onlyWellFormedAsymmetricSigningKeysAreTaken_C2() async throws {
+        let rsa = try await SigningKey.generate(algorithm: .rs256, kid: "r")
+        let ec = try await SigningKey.generate(algorithm: .es256, kid: "e")
+        let ed = try await SigningKey.generate(algorithm: .edDSA, kid: "o")
+        let issuer = try TokenIssuer(current: rsa, previous: [ec, ed], issuer: "i", audience: "a")
+        var entries = try #require((try JSONSerialization.jsonObject(with: Data(issuer.jwksJSON().utf8)) as? [String: Any])?["keys"] as? [[String: Any]])
+        #expect(entries.count == 3)
+        // Hostile or broken entries: a symmetric key (would enable HS256 with a "public" secret),
+        // an RSA key claiming ES256, no kid, an encryption key.
+        entries.append(["kty": "oct", "kid": "h", "alg": "HS256", "k": Base64URL.encode(SecureRandom.bytes(32))])
+        var mislabeled = entries[0]
+        mislabeled["kid"] = "x"
+        mislabeled["alg"] = "ES256"
+        entries.append(mislabeled)
+        var anonymous = entries[1]
+        anonymous["kid"] = nil
+        entries.append(anonymous)
+        var encryption = entries[2]
+        encryption["kid"] = "enc"
+        encryption["use"] = "enc"
+        entries.append(encryption)
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: ["keys": entries]), as: UTF8.self)
+        let keys = await VerificationKey.publicKeys(fromJWKS: json)
+        #expect(Set(keys.map(\.kid)) == ["r", "e", "o"])
+        #expect(await VerificationKey.publicKeys(fromJWKS: "not json").isEmpty)
+
+        // A verifier built from them accepts the issuer's tokens and nothing signed with HS256.
+        let verifier = AccessTokenVerifier(keys: keys, issuer: "i", audience: "a")
+        let now = Date()
+        let token = try issuer.issue(userID: UUID(), role: "user", sessionID: UUID(), now: now).token
+        #expect(try AccessTokenVerifier.keyID(of: token) == "r")
+        _ = try verifier.verify(token, now: now)
+        let hs = try TokenIssuer(current: try await SigningKey.generate(algorithm: .hs256, kid: "h"), issuer: "i", audience: "a")
+        #expect(throws: AccessTokenError.unknownKey) { try verifier.verify(try hs.issue(userID: UUID(), role: "admin", sessionID: UUID(), now: now).token, now: now) }
+    }
+}

@@ -1196,6 +1196,52 @@ public nonisolated struct AuthListIPBlocksResponse: Sendable {
   public init() {}
 }
 
+/// clau.auth.Auth/VerifyAccessToken: for HS256 keys, whose secret never leaves auth, the edge
+/// asks auth to verify (C-2). Checks signature, claims and revocation in one call;
+/// UNAUTHENTICATED "invalid_access_token" for any failure, including a revoked token.
+public nonisolated struct AuthVerifyAccessTokenRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var accessToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct AuthVerifyAccessTokenResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var principal: AuthPrincipal {
+    get {_principal ?? AuthPrincipal()}
+    set {_principal = newValue}
+  }
+  /// Returns true if `principal` has been explicitly set.
+  public var hasPrincipal: Bool {self._principal != nil}
+  /// Clears the value of `principal`. Subsequent reads from it will return its default value.
+  public mutating func clearPrincipal() {self._principal = nil}
+
+  public var sessionID: String = String()
+
+  public var jti: String = String()
+
+  public var expiresAt: Int64 = 0
+
+  public var amr: [String] = []
+
+  public var authTime: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _principal: AuthPrincipal? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "clau.auth"
@@ -3718,6 +3764,95 @@ nonisolated extension AuthListIPBlocksResponse: SwiftProtobuf.Message, SwiftProt
 
   public static func ==(lhs: AuthListIPBlocksResponse, rhs: AuthListIPBlocksResponse) -> Bool {
     if lhs.blocks != rhs.blocks {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension AuthVerifyAccessTokenRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VerifyAccessTokenRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}access_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.accessToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.accessToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.accessToken, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: AuthVerifyAccessTokenRequest, rhs: AuthVerifyAccessTokenRequest) -> Bool {
+    if lhs.accessToken != rhs.accessToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension AuthVerifyAccessTokenResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VerifyAccessTokenResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}principal\0\u{3}session_id\0\u{1}jti\0\u{3}expires_at\0\u{1}amr\0\u{3}auth_time\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._principal) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.jti) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.expiresAt) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.amr) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.authTime) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._principal {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 2)
+    }
+    if !self.jti.isEmpty {
+      try visitor.visitSingularStringField(value: self.jti, fieldNumber: 3)
+    }
+    if self.expiresAt != 0 {
+      try visitor.visitSingularInt64Field(value: self.expiresAt, fieldNumber: 4)
+    }
+    if !self.amr.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.amr, fieldNumber: 5)
+    }
+    if self.authTime != 0 {
+      try visitor.visitSingularInt64Field(value: self.authTime, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: AuthVerifyAccessTokenResponse, rhs: AuthVerifyAccessTokenResponse) -> Bool {
+    if lhs._principal != rhs._principal {return false}
+    if lhs.sessionID != rhs.sessionID {return false}
+    if lhs.jti != rhs.jti {return false}
+    if lhs.expiresAt != rhs.expiresAt {return false}
+    if lhs.amr != rhs.amr {return false}
+    if lhs.authTime != rhs.authTime {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -19,6 +19,8 @@ public enum AuthAPI {
     public static let changePassword = MethodDescriptor<AuthChangePasswordRequest, AuthChangePasswordResponse>(service: service, method: "ChangePassword")
     /// Callers: edge, admin CLI. Public keys only.
     public static let getJWKS = MethodDescriptor<AuthGetJWKSRequest, AuthGetJWKSResponse>(service: service, method: "GetJWKS")
+    /// Callers: edge, for HS256 tokens (the secret never leaves auth); includes the revocation check.
+    public static let verifyAccessToken = MethodDescriptor<AuthVerifyAccessTokenRequest, AuthVerifyAccessTokenResponse>(service: service, method: "VerifyAccessToken")
     /// Callers: edge. The edge fails closed when this call fails.
     public static let checkRevoked = MethodDescriptor<AuthCheckRevokedRequest, AuthCheckRevokedResponse>(service: service, method: "CheckRevoked")
 
