@@ -231,6 +231,15 @@ public struct AccessTokenVerifier: Sendable {
         return Data(payload)
     }
 
+    /// The `alg` and `kid` a token's header names, unverified: a verifier uses them to pick the
+    /// key (or to hand an HS256 token to the service that holds the secret).
+    public static func header(of token: String) throws(AccessTokenError) -> (alg: String, kid: String) {
+        let header = try decodeHeader(token)
+        guard let alg = header["alg"] as? String else { throw .algorithmNotAllowed }
+        guard let kid = header["kid"] as? String, !kid.isEmpty, kid.utf8.count <= 128 else { throw .unknownKey }
+        return (alg, kid)
+    }
+
     /// The `kid` a token names, read before any verification so that a verifier can fetch an
     /// unknown key first (the edge refreshes its JWKS on an unknown `kid`).
     public static func keyID(of token: String) throws(AccessTokenError) -> String {

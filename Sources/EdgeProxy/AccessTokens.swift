@@ -1,5 +1,5 @@
+import AccessTokens
 import Foundation
-import JWTKit
 import Logging
 import RPC
 import Synchronization
@@ -21,37 +21,12 @@ public struct AccessClaims: Sendable, Equatable {
     public var apiKeyID: String? = nil
 }
 
-/// Why a bearer token was refused. Every case answers the same 401 `invalid_token`.
-public enum TokenRejection: Error, Sendable, Equatable {
-    case malformed, algorithmNotAllowed, unknownKey, badSignature, wrongType, wrongIssuer, wrongAudience, expired, notYetValid
-}
-
-/// Algorithms the edge verifies itself from the JWKS (C-2): asymmetric only. `none` and HS256 are
-/// never accepted here (HS256 would mean asking auth, which is not configured).
-enum AllowedAlgorithm: String, Sendable, CaseIterable {
-    case rs256 = "RS256", es256 = "ES256", edDSA = "EdDSA"
-
-    var keyType: String {
-        switch self {
-        case .rs256: "RSA"
-        case .es256: "EC"
-        case .edDSA: "OKP"
-        }
-    }
-}
-
-/// One public key from auth's JWKS, bound to its `kid` and exactly one algorithm.
-struct PublicKey: Sendable {
-    let kid: String
-    let algorithm: AllowedAlgorithm
-    let implementation: any JWTAlgorithm
-}
-
 /// The JWKS fetched from auth (`GetJWKS`) at start and again when a token names an unknown `kid`
 /// — at most once per `minimumRefreshInterval`, so garbage `kid`s cannot make the edge hammer auth.
+/// Keys are parsed by the shared `AccessTokens` module: asymmetric keys only, never `oct`.
 public final class JWKSCache: Sendable {
     private struct State {
-        var keys: [String: PublicKey] = [:]
+        var verifier: AccessTokenVerifier
         var jwksJSON: String?
         var lastRefresh: ContinuousClock.Instant?
     }
@@ -60,24 +35,29 @@ public final class JWKSCache: Sendable {
     private let timeout: Duration
     private let minimumRefreshInterval: Duration
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     /// Serialises refreshes (one RPC at a time).
     private let refreshing = AsyncLock()
 
-    init(rpc: RPCClient, timeout: Duration, minimumRefreshInterval: Duration, logger: Logger) {
+    init(rpc: RPCClient, issuer: String, audience: String, leeway: Int64, timeout: Duration, minimumRefreshInterval: Duration, logger: Logger) {
         self.rpc = rpc
         self.timeout = timeout
         self.minimumRefreshInterval = minimumRefreshInterval
         self.logger = logger
+        var verifier = AccessTokenVerifier(keys: [], issuer: issuer, audience: audience)
+        verifier.leeway = leeway
+        self.state = Mutex(State(verifier: verifier))
     }
 
     var jwksJSON: String? { state.withLock { $0.jwksJSON } }
-    var keyCount: Int { state.withLock { $0.keys.count } }
+    var keyCount: Int { state.withLock { $0.verifier.keys.count } }
 
-    func key(for kid: String, requestID: String) async -> PublicKey? {
-        if let key = state.withLock({ $0.keys[kid] }) { return key }
+    /// The verifier, refreshed first when it does not know `kid`.
+    func verifier(knowing kid: String, requestID: String) async -> AccessTokenVerifier {
+        let current = state.withLock { $0.verifier }
+        if current.keys[kid] != nil { return current }
         await refresh(requestID: requestID, force: false)
-        return state.withLock { $0.keys[kid] }
+        return state.withLock { $0.verifier }
     }
 
     /// Fetches the JWKS unless a refresh happened within the minimum interval (or `force`).
@@ -91,138 +71,58 @@ public final class JWKSCache: Sendable {
             state.withLock { $0.lastRefresh = .now }
             do {
                 let response = try await rpc.call(AuthAPI.getJWKS, AuthGetJWKSRequest(), options: CallOptions(requestID: requestID, timeout: timeout))
-                let keys = try await Self.parse(jwks: response.jwksJson)
+                let keys = await VerificationKey.publicKeys(fromJWKS: response.jwksJson)
                 state.withLock { state in
-                    state.keys = keys
+                    var verifier = AccessTokenVerifier(keys: keys, issuer: state.verifier.issuer, audience: state.verifier.audience)
+                    verifier.leeway = state.verifier.leeway
+                    state.verifier = verifier
                     state.jwksJSON = response.jwksJson
                 }
-                logger.info("jwks loaded", metadata: ["kids": "\(keys.keys.sorted().joined(separator: ","))", "request_id": "\(requestID)"])
+                logger.info("jwks loaded", metadata: ["kids": "\(keys.map(\.kid).sorted().joined(separator: ","))", "request_id": "\(requestID)"])
             } catch {
                 logger.warning("jwks refresh failed", metadata: ["error": "\(error)", "request_id": "\(requestID)"])
             }
         }
     }
-
-    /// Keeps only asymmetric keys with a `kid` and an allowed `alg` whose `kty` matches; symmetric
-    /// (`oct`) keys are never accepted from a JWKS.
-    static func parse(jwks: String) async throws -> [String: PublicKey] {
-        guard let object = try JSONSerialization.jsonObject(with: Data(jwks.utf8)) as? [String: Any],
-              let entries = object["keys"] as? [[String: Any]]
-        else { throw TokenRejection.malformed }
-        var keys: [String: PublicKey] = [:]
-        for entry in entries {
-            guard let kid = entry["kid"] as? String, !kid.isEmpty,
-                  let alg = (entry["alg"] as? String).flatMap(AllowedAlgorithm.init(rawValue:)),
-                  entry["kty"] as? String == alg.keyType
-            else { continue }
-            if let use = entry["use"] as? String, use != "sig" { continue }
-            do {
-                let jwk = try JSONDecoder().decode(JWK.self, from: JSONSerialization.data(withJSONObject: entry))
-                let collection = JWTKeyCollection()
-                try await collection.add(jwk: jwk)
-                let implementation = try await collection.getKey(for: JWKIdentifier(string: kid), alg: alg.rawValue)
-                guard implementation.name == alg.rawValue else { continue }
-                keys[kid] = PublicKey(kid: kid, algorithm: alg, implementation: implementation)
-            } catch {
-                continue
-            }
-        }
-        return keys
-    }
 }
 
-/// Verifies bearer access tokens at the edge (C-2, R-1): header `alg` allowlisted and equal to
-/// the key's algorithm, signature, `typ`, then `iss`, `aud`, `exp`, `nbf`, `iat`.
-struct AccessTokenVerifier: Sendable {
+/// Verifies bearer access tokens at the edge (C-2, R-1) with the shared `AccessTokenVerifier`:
+/// header `alg` equal to the key's, signature, `typ`, `iss`, `aud`, `exp`, `nbf`, `iat`. HS256
+/// tokens, whose secret only auth holds, are verified by auth (`VerifyAccessToken`, which also
+/// checks revocation).
+struct EdgeTokenVerifier: Sendable {
     let cache: JWKSCache
-    let issuer: String
-    let audience: String
-    let leeway: Int64
-    static let maximumTokenBytes = 8192
+    let auth: RPCClient
+    let timeout: Duration
 
-    func verify(_ token: String, now: Date, requestID: String) async throws(TokenRejection) -> AccessClaims {
-        guard token.utf8.count <= Self.maximumTokenBytes else { throw .malformed }
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3,
-              let headerBytes = Base64URL.decode(parts[0]),
-              let header = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any]
-        else { throw .malformed }
-        // The allowlist comes first: `none`, `HS256` and anything unknown never reach a key.
-        guard let alg = (header["alg"] as? String).flatMap(AllowedAlgorithm.init(rawValue:)) else { throw .algorithmNotAllowed }
-        guard header["crit"] == nil else { throw .malformed }
-        guard let kid = header["kid"] as? String, !kid.isEmpty, kid.utf8.count <= 128 else { throw .unknownKey }
-        guard let key = await cache.key(for: kid, requestID: requestID) else { throw .unknownKey }
-        guard key.algorithm == alg else { throw .algorithmNotAllowed }
-        guard let signature = Base64URL.decode(parts[2]), !signature.isEmpty, let payload = Base64URL.decode(parts[1]) else { throw .malformed }
-        let signingInput = Array(token.utf8.prefix(parts[0].utf8.count + 1 + parts[1].utf8.count))
-        let valid = (try? key.implementation.verify(signature, signs: signingInput)) ?? false
-        guard valid else { throw .badSignature }
-        guard header["typ"] as? String == "at+jwt" else { throw .wrongType }
-
-        guard let claims = try? JSONDecoder().decode(WireClaims.self, from: Data(payload)) else { throw .malformed }
-        guard claims.iss == issuer else { throw .wrongIssuer }
-        guard claims.aud == [audience] else { throw .wrongAudience }
-        let seconds = Int64(now.timeIntervalSince1970.rounded(.down))
-        guard seconds < claims.exp + leeway else { throw .expired }
-        guard claims.nbf <= seconds + leeway, claims.iat <= seconds + leeway else { throw .notYetValid }
-        guard UUID(uuidString: claims.sub) != nil, UUID(uuidString: claims.sid) != nil, UUID(uuidString: claims.jti) != nil else { throw .malformed }
-        return AccessClaims(sub: claims.sub.lowercased(), sid: claims.sid.lowercased(), role: claims.role, jti: claims.jti.lowercased(), exp: claims.exp, amr: claims.amr ?? [], authTime: claims.authTime)
+    /// The claims, and whether auth already checked revocation.
+    func verify(_ token: String, now: Date, requestID: String) async throws -> (claims: AccessClaims, revocationChecked: Bool) {
+        let header = try AccessTokenVerifier.header(of: token)
+        if header.alg == AccessTokenAlgorithm.hs256.rawValue {
+            return (try await verifyWithAuth(token, requestID: requestID), true)
+        }
+        let verifier = await cache.verifier(knowing: header.kid, requestID: requestID)
+        let claims = try verifier.verify(token, now: now)
+        return (AccessClaims(sub: claims.sub.lowercased(), sid: claims.sid.lowercased(), role: claims.role, jti: claims.jti.lowercased(), exp: claims.exp, amr: claims.amr ?? [], authTime: claims.authTime, apiKeyID: nil), false)
     }
 
-    /// The payload as auth writes it: integer seconds (a fraction fails to decode), `aud` a
-    /// string or an array (RFC 7519 4.1.3).
-    struct WireClaims: Decodable {
-        var iss: String
-        var aud: [String]
-        var sub: String
-        var exp: Int64
-        var iat: Int64
-        var nbf: Int64
-        var jti: String
-        var role: String
-        var sid: String
-        var amr: [String]?
-        var authTime: Int64?
-
-        enum CodingKeys: String, CodingKey { case iss, aud, sub, exp, iat, nbf, jti, role, sid, amr, authTime = "auth_time" }
-
-        init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            iss = try c.decode(String.self, forKey: .iss)
-            if let single = try? c.decode(String.self, forKey: .aud) { aud = [single] } else { aud = try c.decode([String].self, forKey: .aud) }
-            sub = try c.decode(String.self, forKey: .sub)
-            exp = try c.decode(Int64.self, forKey: .exp)
-            iat = try c.decode(Int64.self, forKey: .iat)
-            nbf = try c.decode(Int64.self, forKey: .nbf)
-            jti = try c.decode(String.self, forKey: .jti)
-            role = try c.decode(String.self, forKey: .role)
-            sid = try c.decode(String.self, forKey: .sid)
-            amr = try c.decodeIfPresent([String].self, forKey: .amr)
-            authTime = try c.decodeIfPresent(Int64.self, forKey: .authTime)
+    private func verifyWithAuth(_ token: String, requestID: String) async throws -> AccessClaims {
+        var request = AuthVerifyAccessTokenRequest()
+        request.accessToken = token
+        let response: AuthVerifyAccessTokenResponse
+        do {
+            response = try await auth.call(AuthAPI.verifyAccessToken, request, options: CallOptions(requestID: requestID, timeout: timeout))
+        } catch let error as RPCError where error.code == .unauthenticated {
+            throw AccessTokenError.badSignature
+        } catch {
+            // Fail closed: no answer from auth, no access.
+            throw EdgeError.serviceUnavailable("cannot verify the session right now, retry shortly")
         }
-    }
-}
-
-enum Base64URL {
-    /// Strict: the URL-safe alphabet only, no padding.
-    static func decode<S: StringProtocol>(_ text: S) -> [UInt8]? {
-        var base64 = ""
-        base64.reserveCapacity(text.utf8.count + 3)
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "A"..."Z", "a"..."z", "0"..."9": base64.unicodeScalars.append(scalar)
-            case "-": base64.append("+")
-            case "_": base64.append("/")
-            default: return nil
-            }
-        }
-        switch base64.utf8.count % 4 {
-        case 0: break
-        case 2: base64 += "=="
-        case 3: base64 += "="
-        default: return nil
-        }
-        return Data(base64Encoded: base64).map(Array.init)
+        return AccessClaims(
+            sub: response.principal.userID.lowercased(), sid: response.sessionID.lowercased(), role: response.principal.role,
+            jti: response.jti.lowercased(), exp: response.expiresAt, amr: response.amr,
+            authTime: response.authTime == 0 ? nil : response.authTime, apiKeyID: nil
+        )
     }
 }
 

@@ -24,7 +24,7 @@ public final class EdgeApplicationState: Sendable {
     public let configuration: EdgeConfiguration
     let auth: RPCClient
     let jwks: JWKSCache
-    let verifier: AccessTokenVerifier
+    let verifier: EdgeTokenVerifier
     let routes: RouteTable
     let logger: Logger
     let accessLogger: Logger
@@ -36,8 +36,8 @@ public final class EdgeApplicationState: Sendable {
     init(configuration: EdgeConfiguration, auth: RPCClient, logger: Logger, accessLogger: Logger) {
         self.configuration = configuration
         self.auth = auth
-        self.jwks = JWKSCache(rpc: auth, timeout: configuration.rpcTimeout, minimumRefreshInterval: configuration.jwksRefreshMinimumInterval, logger: logger)
-        self.verifier = AccessTokenVerifier(cache: jwks, issuer: configuration.issuer, audience: configuration.audience, leeway: configuration.tokenLeewaySeconds)
+        self.jwks = JWKSCache(rpc: auth, issuer: configuration.issuer, audience: configuration.audience, leeway: configuration.tokenLeewaySeconds, timeout: configuration.rpcTimeout, minimumRefreshInterval: configuration.jwksRefreshMinimumInterval, logger: logger)
+        self.verifier = EdgeTokenVerifier(cache: jwks, auth: auth, timeout: configuration.rpcTimeout)
         self.routes = .clau()
         self.logger = logger
         self.accessLogger = accessLogger
@@ -195,6 +195,7 @@ struct EdgeResponder: HTTPResponder {
         let credential = try Self.credential(from: request.headers)
         let claims: AccessClaims
         let bearer: String
+        var revocationChecked = false
         switch credential {
         case .apiKey(let key):
             // API keys are checked by auth on every request (auth keeps only a keyed hash).
@@ -217,7 +218,9 @@ struct EdgeResponder: HTTPResponder {
             return (AccessClaims(sub: principal.userID.lowercased(), sid: "", role: principal.role, jti: "", exp: 0, amr: [], authTime: nil, apiKeyID: principal.apiKeyID), nil)
         case .bearer(let token):
             do {
-                claims = try await state.verifier.verify(token, now: Date(), requestID: requestID)
+                (claims, revocationChecked) = try await state.verifier.verify(token, now: Date(), requestID: requestID)
+            } catch let error as EdgeError {
+                throw error
             } catch {
                 state.logger.notice("access token rejected", metadata: ["event": "token_rejected", "risk": "low", "reason": "\(error)", "request_id": "\(requestID)"])
                 throw EdgeError.invalidToken()
@@ -228,7 +231,7 @@ struct EdgeResponder: HTTPResponder {
         var check = AuthCheckRevokedRequest()
         check.jti = claims.jti
         let revoked: Bool
-        if state.revocations.isKnownLive(claims.jti) {
+        if revocationChecked || state.revocations.isKnownLive(claims.jti) {
             revoked = false
         } else {
         do {

@@ -149,6 +149,26 @@ struct EdgeAuthTests {
         }
     }
 
+    @Test func hs256TokensAreVerifiedByAuthAndRevocationHolds_C2_R1() async throws {
+        let key = try await SigningKey.generate(algorithm: .hs256, kid: "edge-hs256")
+        try await withEdge(signingKey: key) { edge in
+            let tokens = try await edge.registerAndLogin("hs@example.com")
+            // The edge holds no HS256 secret (the JWKS publishes none) and still serves the user.
+            #expect(edge.edge.state.jwks.keyCount == 0)
+            let me = try await edge.send(.get, "/v1/me", headers: bearer(tokens.access))
+            #expect(me.status == .ok)
+            #expect(try me.jsonObject()["email"] as? String == "hs@example.com")
+            // A forged HS256 token (wrong secret) is refused.
+            let parts = tokens.access.split(separator: ".")
+            let forgedMAC = HMAC<SHA256>.authenticationCode(for: Data("\(parts[0]).\(parts[1])".utf8), using: SymmetricKey(size: .bits256))
+            let forged = "\(parts[0]).\(parts[1]).\(b64url(Data(forgedMAC)))"
+            #expect(try await edge.send(.get, "/v1/me", headers: bearer(forged)).status == .unauthorized)
+            // Logout revokes: auth's answer includes the revocation check.
+            #expect(try await edge.send(.post, "/v1/auth/logout", headers: bearer(tokens.access)).status == .noContent)
+            #expect(try await edge.send(.get, "/v1/me", headers: bearer(tokens.access)).status == .unauthorized)
+        }
+    }
+
     @Test func algNoneAndHS256KeyConfusionAreRejected_C2() async throws {
         try await withEdge { edge in
             let tokens = try await edge.registerAndLogin("alg@example.com")
@@ -187,7 +207,7 @@ struct EdgeAuthTests {
         try await withEdge { edge in
             let tokens = try await edge.registerAndLogin("garbage@example.com")
             let parts = tokens.access.split(separator: ".").map(String.init)
-            var tamperedClaims = try JSONSerialization.jsonObject(with: Data(try #require(EdgeProxy.Base64URL.decode(parts[1])))) as! [String: Any]
+            var tamperedClaims = try JSONSerialization.jsonObject(with: Data(try #require(Base64URL.decode(parts[1])))) as! [String: Any]
             tamperedClaims["role"] = "admin"
             let tampered = "\(parts[0]).\(b64url(try JSONSerialization.data(withJSONObject: tamperedClaims))).\(parts[2])"
             let unknownKid = try TokenIssuer.sign(TestClaims(sub: try edge.userID(of: tokens.access)), with: try await SigningKey.generate(algorithm: .es256, kid: "not-published"))

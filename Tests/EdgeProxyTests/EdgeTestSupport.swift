@@ -203,11 +203,12 @@ func withEdge<T: Sendable>(
     configure: @Sendable (inout EdgeConfiguration) -> Void = { _ in },
     edgeLogLevel: Logger.Level = .info,
     dependencies: [any Service] = [],
+    signingKey: SigningKey? = nil,
     _ body: @Sendable (EdgeHarness) async throws -> T
 ) async throws -> T {
     let database = try await PostgresHarness.shared.freshDatabase()
     let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-edge")
-    let key = try await sharedSigningKey.value
+    let key = if let signingKey { signingKey } else { try await sharedSigningKey.value }
     var authConfiguration = AuthConfiguration(socketPath: directory + "/auth.sock", database: database.clientConfiguration(role: "clau_auth"), signingKeys: [key], serverSecret: .random())
     authConfiguration.mailer = MaildirMailer(directory: URL(fileURLWithPath: directory + "/mail"), renderer: try MailRenderer(messageIDDomain: "clau.test"))
     authConfiguration.bcryptCost = 4
