@@ -42,7 +42,7 @@ struct EdgeMain: AsyncParsableCommand {
     var adminKeyFile: String?
 
     @Option(help: "auth.sock path.")
-    var authSocket: String = "/run/clau/auth.sock"
+    var authSocket: String = "/run/clau/auth/auth.sock"
 
     @Option(help: "broker.sock path (accepted; the broker routes answer 503 until clau-broker exists).")
     var brokerSocket: String?
