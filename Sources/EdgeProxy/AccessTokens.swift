@@ -94,16 +94,24 @@ struct EdgeTokenVerifier: Sendable {
     let cache: JWKSCache
     let auth: RPCClient
     let timeout: Duration
+    /// Tokens whose signature was already checked: a client sends the same token for up to 15 min,
+    /// and RSA verification is most of the edge's CPU per request. A hit needs the byte-identical
+    /// token and still has its time claims checked; revocation is checked as usual.
+    let verified = VerifiedTokenCache()
 
     /// The claims, and whether auth already checked revocation.
     func verify(_ token: String, now: Date, requestID: String) async throws -> (claims: AccessClaims, revocationChecked: Bool) {
+        let seconds = Int64(now.timeIntervalSince1970.rounded(.down))
+        if let claims = verified.claims(for: token, at: seconds) { return (claims, false) }
         let header = try AccessTokenVerifier.header(of: token)
         if header.alg == AccessTokenAlgorithm.hs256.rawValue {
             return (try await verifyWithAuth(token, requestID: requestID), true)
         }
         let verifier = await cache.verifier(knowing: header.kid, requestID: requestID)
         let claims = try verifier.verify(token, now: now)
-        return (AccessClaims(sub: claims.sub.lowercased(), sid: claims.sid.lowercased(), role: claims.role, jti: claims.jti.lowercased(), exp: claims.exp, amr: claims.amr ?? [], authTime: claims.authTime, apiKeyID: nil), false)
+        let result = AccessClaims(sub: claims.sub.lowercased(), sid: claims.sid.lowercased(), role: claims.role, jti: claims.jti.lowercased(), exp: claims.exp, amr: claims.amr ?? [], authTime: claims.authTime, apiKeyID: nil)
+        verified.remember(token, claims: result, notBefore: max(claims.nbf, claims.iat) - verifier.leeway, notAfter: claims.exp + verifier.leeway)
+        return (result, false)
     }
 
     private func verifyWithAuth(_ token: String, requestID: String) async throws -> AccessClaims {
@@ -123,6 +131,43 @@ struct EdgeTokenVerifier: Sendable {
             jti: response.jti.lowercased(), exp: response.expiresAt, amr: response.amr,
             authTime: response.authTime == 0 ? nil : response.authTime, apiKeyID: nil
         )
+    }
+}
+
+/// Claims of access tokens whose signature and claims were verified, by the exact token text,
+/// with the window in which they are valid. Bounded: when full, everything is dropped (the next
+/// requests simply verify again). JWKS changes do not matter: a key leaves the JWKS only after
+/// every token it signed has expired.
+final class VerifiedTokenCache: Sendable {
+    private struct Entry {
+        var claims: AccessClaims
+        var notBefore: Int64
+        var notAfter: Int64
+    }
+
+    private let entries = Mutex<[String: Entry]>([:])
+    private let capacity: Int
+
+    init(capacity: Int = 20_000) {
+        self.capacity = capacity
+    }
+
+    func claims(for token: String, at seconds: Int64) -> AccessClaims? {
+        entries.withLock { entries in
+            guard let entry = entries[token] else { return nil }
+            guard entry.notBefore <= seconds, seconds < entry.notAfter else {
+                entries[token] = nil
+                return nil
+            }
+            return entry.claims
+        }
+    }
+
+    func remember(_ token: String, claims: AccessClaims, notBefore: Int64, notAfter: Int64) {
+        entries.withLock { entries in
+            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+            entries[token] = Entry(claims: claims, notBefore: notBefore, notAfter: notAfter)
+        }
     }
 }
 

@@ -95,16 +95,17 @@ struct EdgeAuthTests {
         // Each attempt from its own client address: auth delays an address after a failure (R-4).
         try await withEdge(mode: .behindProxy(trusted: ["127.0.0.1"])) { edge in
             try await edge.register("known@example.com")
-            let wrong = try await edge.send(.post, "/v1/auth/login", headers: [.init("X-Forwarded-For")!: "198.51.100.31"], body: #"{"email":"known@example.com","password":"Not-the-right-one-42"}"#)
             let unknown = try await edge.send(.post, "/v1/auth/login", headers: [.init("X-Forwarded-For")!: "198.51.100.32"], body: #"{"email":"nobody@example.com","password":"Not-the-right-one-42"}"#)
+            let wrong = try await edge.send(.post, "/v1/auth/login", headers: [.init("X-Forwarded-For")!: "198.51.100.31"], body: #"{"email":"known@example.com","password":"Not-the-right-one-42"}"#)
+            // Auth's per-IP delay after a failure (1 s) is honoured as 429 + Retry-After; asked at
+            // once, before anything else, so that a loaded machine stays inside that second.
+            let again = try await edge.send(.post, "/v1/auth/login", headers: [.init("X-Forwarded-For")!: "198.51.100.31"], body: #"{"email":"known@example.com","password":"Not-the-right-one-43"}"#)
             for response in [wrong, unknown] {
                 #expect(response.status == .unauthorized)
                 #expect(try response.errorCode() == "invalid_credentials")
             }
             let a = try wrong.errorObject(), b = try unknown.errorObject()
             #expect(a["message"] as? String == b["message"] as? String)
-            // Auth's per-IP delay after a failure is honoured as 429 + Retry-After.
-            let again = try await edge.send(.post, "/v1/auth/login", headers: [.init("X-Forwarded-For")!: "198.51.100.31"], body: #"{"email":"known@example.com","password":"Not-the-right-one-43"}"#)
             #expect(again.status == .tooManyRequests)
             #expect(try again.errorCode() == "too_many_attempts")
             #expect(again.headers[.retryAfter].flatMap(Int.init).map { $0 >= 1 } == true)
@@ -437,5 +438,28 @@ struct EdgeAuthTests {
             #expect(keys.contains { $0["kid"] as? String == edge.signingKey.kid })
             #expect(!response.text.contains("\"d\""), "no private parts")
         }
+    }
+}
+
+@Suite("Verified-token cache")
+struct VerifiedTokenCacheTests {
+    static let claims = AccessClaims(sub: "s", sid: "i", role: "user", jti: "j", exp: 200, amr: [], authTime: nil, apiKeyID: nil)
+
+    @Test func hitsOnlyTheExactTokenInsideItsValidityWindow_C2() {
+        let cache = VerifiedTokenCache()
+        cache.remember("a.b.c", claims: Self.claims, notBefore: 100, notAfter: 200)
+        #expect(cache.claims(for: "a.b.c", at: 150) == Self.claims)
+        #expect(cache.claims(for: "a.b.d", at: 150) == nil, "another signature is another token")
+        #expect(cache.claims(for: "a.b.c", at: 99) == nil, "not yet valid")
+        cache.remember("a.b.c", claims: Self.claims, notBefore: 100, notAfter: 200)
+        #expect(cache.claims(for: "a.b.c", at: 200) == nil, "expired at exp")
+        #expect(cache.claims(for: "a.b.c", at: 150) == nil, "an expired entry is dropped")
+    }
+
+    @Test func staysBounded() {
+        let cache = VerifiedTokenCache(capacity: 10)
+        for i in 0..<25 { cache.remember("t\(i)", claims: Self.claims, notBefore: 0, notAfter: 1_000) }
+        let kept = (0..<25).filter { cache.claims(for: "t\($0)", at: 1) != nil }.count
+        #expect(kept <= 10)
     }
 }

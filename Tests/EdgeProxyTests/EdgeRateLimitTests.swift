@@ -87,13 +87,16 @@ struct EdgeRateLimitTests {
         let redis = try SpawnedProcess.start("/usr/bin/redis-server", ["--port", "0", "--unixsocket", socket, "--unixsocketperm", "700", "--save", "", "--appendonly", "no"], outputPath: directory + "/redis.log")
         defer { redis.signal(SIGTERM) }
         try await waitForFile(socket)
-        let limiterA = RedisClient(configuration: .init(address: .unixSocket(path: socket)), logger: quietLogger)
+        // A generous command timeout: CI runs the suites in parallel on 2 cores.
+        var redisConfiguration = RedisConfiguration(address: .unixSocket(path: socket))
+        redisConfiguration.commandTimeout = .seconds(3)
+        let limiterA = RedisClient(configuration: redisConfiguration, logger: quietLogger)
         try await withEdge(mode: .behindProxy(trusted: []), configure: {
             $0.rateLimitRules = .spec
             $0.rateLimiter = RedisRateLimiter(client: limiterA, keyPrefix: "edge-test:", logger: quietLogger)
         }, dependencies: [limiterA]) { edgeA in
             // A second edge process in front of the same auth, with its own Redis connection.
-            let limiterB = RedisClient(configuration: .init(address: .unixSocket(path: socket)), logger: quietLogger)
+            let limiterB = RedisClient(configuration: redisConfiguration, logger: quietLogger)
             var configuration = EdgeConfiguration(listener: .behindProxy(host: "127.0.0.1", port: 0, trustedProxies: []), authSocketPath: edgeA.edge.state.configuration.authSocketPath)
             configuration.rateLimiter = RedisRateLimiter(client: limiterB, keyPrefix: "edge-test:", logger: quietLogger)
             let edgeB = try buildApplication(configuration: configuration, logger: quietLogger, dependencies: [limiterB])
