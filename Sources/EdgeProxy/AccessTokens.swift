@@ -35,12 +35,14 @@ public final class JWKSCache: Sendable {
     private let timeout: Duration
     private let minimumRefreshInterval: Duration
     private let logger: Logger
+    private let metrics: EdgeMetrics?
     private let state: Mutex<State>
     /// Serialises refreshes (one RPC at a time).
     private let refreshing = AsyncLock()
 
-    init(rpc: RPCClient, issuer: String, audience: String, leeway: Int64, timeout: Duration, minimumRefreshInterval: Duration, logger: Logger) {
+    init(rpc: RPCClient, issuer: String, audience: String, leeway: Int64, timeout: Duration, minimumRefreshInterval: Duration, logger: Logger, metrics: EdgeMetrics? = nil) {
         self.rpc = rpc
+        self.metrics = metrics
         self.timeout = timeout
         self.minimumRefreshInterval = minimumRefreshInterval
         self.logger = logger
@@ -80,6 +82,7 @@ public final class JWKSCache: Sendable {
                 }
                 logger.info("jwks loaded", metadata: ["kids": "\(keys.map(\.kid).sorted().joined(separator: ","))", "request_id": "\(requestID)"])
             } catch {
+                if EdgeMetrics.isFailure(error) { metrics?.rpcFailed(AuthAPI.getJWKS) }
                 logger.warning("jwks refresh failed", metadata: ["error": "\(error)", "request_id": "\(requestID)"])
             }
         }
@@ -98,6 +101,7 @@ struct EdgeTokenVerifier: Sendable {
     /// and RSA verification is most of the edge's CPU per request. A hit needs the byte-identical
     /// token and still has its time claims checked; revocation is checked as usual.
     let verified = VerifiedTokenCache()
+    var metrics: EdgeMetrics? = nil
 
     /// The claims, and whether auth already checked revocation.
     func verify(_ token: String, now: Date, requestID: String) async throws -> (claims: AccessClaims, revocationChecked: Bool) {
@@ -124,6 +128,7 @@ struct EdgeTokenVerifier: Sendable {
             throw AccessTokenError.badSignature
         } catch {
             // Fail closed: no answer from auth, no access.
+            if EdgeMetrics.isFailure(error) { metrics?.rpcFailed(AuthAPI.verifyAccessToken) }
             throw EdgeError.serviceUnavailable("cannot verify the session right now, retry shortly")
         }
         return AccessClaims(

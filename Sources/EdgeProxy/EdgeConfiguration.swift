@@ -69,6 +69,13 @@ public struct EdgeConfiguration: Sendable {
     public var rateLimitRules: RateLimitRules = .spec
     /// How often the admin-managed IP blocklist is fetched from auth.
     public var ipBlocklistRefreshInterval: Duration = .seconds(5)
+    /// C-17/R-16: Prometheus `/metrics` (text format 0.0.4) on a separate plain-HTTP listener at
+    /// `metricsHost:metricsPort`. nil: no metrics listener (`clau-edge --metrics-port 0`); 0: an
+    /// ephemeral port (tests). The public HTTPS/HTTP listeners never serve `/metrics` (404).
+    public var metricsPort: Int?
+    /// Address of the metrics listener: a loopback IP literal only (`127.0.0.0/8` or `::1`);
+    /// `validate()` refuses anything else, hostnames included (`clau-edge --metrics-host`).
+    public var metricsHost = "127.0.0.1"
     /// HSTS value sent on every HTTPS response (C-10).
     public var strictTransportSecurity = "max-age=63072000; includeSubDomains"
 
@@ -91,6 +98,27 @@ public struct EdgeConfiguration: Sendable {
         guard publicBaseURL.hasPrefix("https://"), !publicBaseURL.dropFirst(8).contains("/") else {
             throw EdgeStartupError("public base URL must be https://host[:port] without a path")
         }
+        // C-17: checked even with the listener off — a public metrics host is a deployment mistake.
+        guard Self.isLoopback(metricsHost) else {
+            throw EdgeStartupError("metrics host must be a loopback address (127.0.0.0/8 or ::1), got \"\(metricsHost)\": /metrics is never exposed beyond the machine (C-17)")
+        }
+        if let metricsPort, !(0...65535).contains(metricsPort) {
+            throw EdgeStartupError("metrics port must be 0-65535 (got \(metricsPort))")
+        }
+    }
+
+    /// A loopback IP literal: IPv4 `127.0.0.0/8` or IPv6 `::1` (hostnames are refused, since
+    /// resolving them could yield a public address).
+    static func isLoopback(_ host: String) -> Bool {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 {
+            return UInt32(bigEndian: v4.s_addr) >> 24 == 127
+        }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, host, &v6) == 1 {
+            return withUnsafeBytes(of: &v6) { bytes in bytes.prefix(15).allSatisfy { $0 == 0 } && bytes[15] == 1 }
+        }
+        return false
     }
 }
 

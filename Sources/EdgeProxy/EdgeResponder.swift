@@ -32,17 +32,19 @@ public final class EdgeApplicationState: Sendable {
     let blocklist: IPBlocklist
     let revocations: RevocationCache
     let inFlight = Atomic<Int>(0)
+    /// Prometheus counters (C-17), served only by the loopback metrics listener.
+    let metrics = EdgeMetrics()
 
     init(configuration: EdgeConfiguration, auth: RPCClient, logger: Logger, accessLogger: Logger) {
         self.configuration = configuration
         self.auth = auth
-        self.jwks = JWKSCache(rpc: auth, issuer: configuration.issuer, audience: configuration.audience, leeway: configuration.tokenLeewaySeconds, timeout: configuration.rpcTimeout, minimumRefreshInterval: configuration.jwksRefreshMinimumInterval, logger: logger)
-        self.verifier = EdgeTokenVerifier(cache: jwks, auth: auth, timeout: configuration.rpcTimeout)
+        self.jwks = JWKSCache(rpc: auth, issuer: configuration.issuer, audience: configuration.audience, leeway: configuration.tokenLeewaySeconds, timeout: configuration.rpcTimeout, minimumRefreshInterval: configuration.jwksRefreshMinimumInterval, logger: logger, metrics: metrics)
+        self.verifier = EdgeTokenVerifier(cache: jwks, auth: auth, timeout: configuration.rpcTimeout, metrics: metrics)
         self.routes = .clau()
         self.logger = logger
         self.accessLogger = accessLogger
         self.rateLimiter = configuration.rateLimiter ?? InProcessRateLimiter()
-        self.blocklist = IPBlocklist(rpc: auth, timeout: configuration.rpcTimeout, logger: logger)
+        self.blocklist = IPBlocklist(rpc: auth, timeout: configuration.rpcTimeout, logger: logger, metrics: metrics)
         self.revocations = RevocationCache(ttl: configuration.revocationCacheTTL)
     }
 
@@ -77,7 +79,7 @@ public final class EdgeApplicationState: Sendable {
 
 /// Every request goes through here: request id, client address, admission, limits
 /// routing (404/405), authentication (C-2, C-6, C-8), owner checks (C-7), the handler,
-/// error shaping and one access-log line (C-17).
+/// error shaping, one access-log line and the request metrics (C-17).
 struct EdgeResponder: HTTPResponder {
     typealias Context = EdgeRequestContext
 
@@ -88,6 +90,7 @@ struct EdgeResponder: HTTPResponder {
 
     func respond(to request: Request, context: EdgeRequestContext) async throws -> Response {
         let started = ContinuousClock.now
+        state.metrics.requestStarted()
         let requestID = Self.requestID(from: request.headers)
         let peer = context.peerIP ?? "-"
         let (clientIP, forwardedHTTPS) = Self.clientAddress(peer: peer, headers: request.headers, trustedProxies: trustedProxies)
@@ -115,6 +118,8 @@ struct EdgeResponder: HTTPResponder {
         log.bytesIn = request.headers[.contentLength].flatMap(Int.init) ?? 0
         log.latency = ContinuousClock.now - started
         log.emit(to: state.accessLogger)
+        // Same place, same fields: the route template (never the path), bounded labels only.
+        state.metrics.requestFinished(route: log.route == "-" ? nil : log.route, method: log.method, status: log.status, duration: log.latency)
         return response
     }
 
@@ -132,6 +137,7 @@ struct EdgeResponder: HTTPResponder {
             let current = state.inFlight.wrappingAdd(1, ordering: .relaxed).newValue
             if current > state.configuration.maximumInFlightRequests {
                 state.inFlight.wrappingSubtract(1, ordering: .relaxed)
+                state.metrics.admissionRejected()
                 throw EdgeError.serviceUnavailable("the server is busy, retry shortly", retryAfter: 1)
             }
         }
@@ -212,6 +218,7 @@ struct EdgeResponder: HTTPResponder {
                 throw EdgeError(.unauthorized, code: "invalid_api_key", message: "the API key is invalid, expired or revoked")
             } catch {
                 // Fail closed, as for token revocation.
+                if EdgeMetrics.isFailure(error) { state.metrics.rpcFailed(AuthAPI.authenticateAPIKey) }
                 throw EdgeError.serviceUnavailable("cannot verify the API key right now, retry shortly")
             }
             guard UUID(uuidString: principal.userID) != nil else { throw EdgeError.serviceUnavailable() }
@@ -222,6 +229,7 @@ struct EdgeResponder: HTTPResponder {
             } catch let error as EdgeError {
                 throw error
             } catch {
+                state.metrics.tokenRejected()
                 state.logger.notice("access token rejected", metadata: ["event": "token_rejected", "risk": "low", "reason": "\(error)", "request_id": "\(requestID)"])
                 throw EdgeError.invalidToken()
             }
@@ -237,12 +245,16 @@ struct EdgeResponder: HTTPResponder {
         do {
             revoked = try await state.auth.call(AuthAPI.checkRevoked, check, options: CallOptions(requestID: requestID, timeout: state.configuration.rpcTimeout)).revoked
         } catch {
+            if EdgeMetrics.isFailure(error) { state.metrics.rpcFailed(AuthAPI.checkRevoked) }
             state.logger.warning("revocation check failed; refusing", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
             throw EdgeError.serviceUnavailable("cannot verify the session right now, retry shortly")
         }
         if !revoked { state.revocations.rememberLive(claims.jti) }
         }
-        guard !revoked else { throw EdgeError.invalidToken() }
+        guard !revoked else {
+            state.metrics.tokenRejected()
+            throw EdgeError.invalidToken()
+        }
 
         if route.auth == .admin {
             guard claims.role == "admin" else { throw EdgeError.forbidden("admin role required") }

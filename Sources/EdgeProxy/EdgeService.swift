@@ -15,10 +15,12 @@ public struct EdgePorts: Sendable, Equatable {
     public var api: Int
     /// The redirect-only plain-HTTP listener, when configured.
     public var redirect: Int?
+    /// The loopback-only metrics listener, when configured (C-17).
+    public var metrics: Int?
 }
 
-/// Builds the edge: the auth RPC client, the JWKS warm-up, the API listener and (HTTPS mode)
-/// the redirect listener, as one `Service`. `clau-edge` and the tests both call this.
+/// Builds the edge: the auth RPC client, the JWKS warm-up, the API listener, (HTTPS mode) the
+/// redirect listener and (when `metricsPort` is set) the loopback metrics listener, as one `Service`. `clau-edge` and the tests both call this.
 /// `dependencies` (e.g. the `RedisClient` behind a `RedisRateLimiter`) run before the listeners
 /// and stop after them.
 public func buildApplication(configuration: EdgeConfiguration, logger: Logger, accessLogger: Logger? = nil, dependencies: [any Service] = []) throws -> EdgeService {
@@ -28,7 +30,7 @@ public func buildApplication(configuration: EdgeConfiguration, logger: Logger, a
     let ports = PortRegistry(expectRedirect: {
         if case .https(_, _, _, let redirect?) = configuration.listener { _ = redirect; return true }
         return false
-    }())
+    }(), expectMetrics: configuration.metricsPort != nil)
     let http1 = HTTP1Channel.Configuration(
         additionalChannelHandlers: [NoDelayHandler()],
         idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.components.seconds) * 1_000_000_000),
@@ -60,6 +62,17 @@ public func buildApplication(configuration: EdgeConfiguration, logger: Logger, a
             responder: responder, server: .http1(configuration: http1),
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in ports.set(api: channel.localAddress?.port) },
+            logger: logger
+        ))
+    }
+    // C-17: /metrics only here — plain HTTP on a loopback address (checked by validate()), never
+    // on the public listeners (their route table has no /metrics: 404).
+    if let metricsPort = configuration.metricsPort {
+        services.append(Application(
+            responder: MetricsResponder(metrics: state.metrics),
+            server: .http1(configuration: http1),
+            configuration: ApplicationConfiguration(address: .hostname(configuration.metricsHost, port: metricsPort), serverName: nil),
+            onServerRunning: { channel in ports.set(metrics: channel.localAddress?.port) },
             logger: logger
         ))
     }
@@ -119,18 +132,24 @@ final class PortRegistry: Sendable {
     private struct State {
         var api: Int?
         var redirect: Int?
+        var metrics: Int?
         var waiters: [CheckedContinuation<EdgePorts, Never>] = []
     }
     private let expectRedirect: Bool
+    private let expectMetrics: Bool
     private let state = Mutex(State())
 
-    init(expectRedirect: Bool) { self.expectRedirect = expectRedirect }
+    init(expectRedirect: Bool, expectMetrics: Bool = false) {
+        self.expectRedirect = expectRedirect
+        self.expectMetrics = expectMetrics
+    }
 
-    func set(api: Int? = nil, redirect: Int? = nil) {
+    func set(api: Int? = nil, redirect: Int? = nil, metrics: Int? = nil) {
         let (ready, waiters) = state.withLock { state -> (EdgePorts?, [CheckedContinuation<EdgePorts, Never>]) in
             if let api { state.api = api }
             if let redirect { state.redirect = redirect }
-            guard let ports = Self.ready(state, expectRedirect: expectRedirect) else { return (nil, []) }
+            if let metrics { state.metrics = metrics }
+            guard let ports = Self.ready(state, expectRedirect: expectRedirect, expectMetrics: expectMetrics) else { return (nil, []) }
             defer { state.waiters = [] }
             return (ports, state.waiters)
         }
@@ -140,7 +159,7 @@ final class PortRegistry: Sendable {
     func wait() async -> EdgePorts {
         await withCheckedContinuation { continuation in
             let ready = state.withLock { state -> EdgePorts? in
-                if let ports = Self.ready(state, expectRedirect: expectRedirect) { return ports }
+                if let ports = Self.ready(state, expectRedirect: expectRedirect, expectMetrics: expectMetrics) { return ports }
                 state.waiters.append(continuation)
                 return nil
             }
@@ -148,10 +167,11 @@ final class PortRegistry: Sendable {
         }
     }
 
-    private static func ready(_ state: State, expectRedirect: Bool) -> EdgePorts? {
+    private static func ready(_ state: State, expectRedirect: Bool, expectMetrics: Bool) -> EdgePorts? {
         guard let api = state.api else { return nil }
         if expectRedirect && state.redirect == nil { return nil }
-        return EdgePorts(api: api, redirect: state.redirect)
+        if expectMetrics && state.metrics == nil { return nil }
+        return EdgePorts(api: api, redirect: state.redirect, metrics: state.metrics)
     }
 }
 

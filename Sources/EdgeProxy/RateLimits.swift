@@ -85,6 +85,7 @@ extension EdgeApplicationState {
         headers.set(decision)
         guard decision.allowed else {
             // keys (ids, IPs) stay out of the log; the rule and request id identify it.
+            metrics.rateLimited(category)
             logger.notice("rate limit exceeded", metadata: ["event": "rate_limit_exceeded", "risk": "medium", "rule": "\(rule.name)", "request_id": "\(requestID)"])
             let retry = max(1, RateLimitHeaders.ceilSeconds(decision.retryAfter ?? .seconds(1)))
             throw EdgeError(.tooManyRequests, code: "rate_limited", message: "too many requests, retry in \(retry) s", headers: [(.retryAfter, "\(retry)")])
@@ -99,9 +100,11 @@ final class IPBlocklist: Sendable {
     private let rpc: RPCClient
     private let timeout: Duration
     private let logger: Logger
+    private let metrics: EdgeMetrics?
 
-    init(rpc: RPCClient, timeout: Duration, logger: Logger) {
+    init(rpc: RPCClient, timeout: Duration, logger: Logger, metrics: EdgeMetrics? = nil) {
         self.rpc = rpc
+        self.metrics = metrics
         self.timeout = timeout
         self.logger = logger
     }
@@ -117,6 +120,7 @@ final class IPBlocklist: Sendable {
             let table = Dictionary(response.blocks.map { ($0.ip, $0.blockedUntil) }, uniquingKeysWith: max)
             blocks.withLock { $0 = table }
         } catch {
+            if EdgeMetrics.isFailure(error) { metrics?.rpcFailed(AuthAPI.listIPBlocks) }
             logger.debug("ip blocklist refresh failed", metadata: ["error": "\(error)"])
         }
     }

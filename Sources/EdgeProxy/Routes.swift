@@ -160,6 +160,7 @@ enum AuthRoutes {
         do {
             _ = try await call.app.auth.call(AuthAPI.getJWKS, AuthGetJWKSRequest(), options: CallOptions(requestID: call.requestID, timeout: .seconds(1)))
         } catch {
+            if EdgeMetrics.isFailure(error) { call.app.metrics.rpcFailed(AuthAPI.getJWKS) }
             throw EdgeError.serviceUnavailable("auth is not reachable")
         }
         return .json(["status": "ready", "checks": ["auth": "ok", "broker": "not_configured"]])

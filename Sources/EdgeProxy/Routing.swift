@@ -127,7 +127,11 @@ public struct EdgeCall: Sendable {
         do {
             return try await app.auth.call(method, message, options: callOptions)
         } catch let error as RPCError {
+            if EdgeMetrics.isFailure(error) { app.metrics.rpcFailed(method) }
             throw error.edgeError(passwordField: passwordField)
+        } catch {
+            app.metrics.rpcFailed(method)
+            throw error
         }
     }
 

@@ -74,6 +74,12 @@ struct EdgeMain: AsyncParsableCommand {
     @Option(help: "Multiply every rate limit by N (1-100000; load tests and staging only — logged at start).")
     var rateLimitMultiplier: Int = 1
 
+    @Option(help: "Port of the Prometheus /metrics listener (plain HTTP, loopback only, C-17); 0 disables it.")
+    var metricsPort: Int = 0
+
+    @Option(help: "Address of the /metrics listener: a loopback IP (127.0.0.0/8 or ::1); anything else is refused at startup.")
+    var metricsHost: String = "127.0.0.1"
+
     @Option(help: "Log level.")
     var logLevel: String = "info"
 
@@ -91,7 +97,7 @@ struct EdgeMain: AsyncParsableCommand {
             }
             let edge = try buildApplication(configuration: configuration, logger: logger, accessLogger: Logger(label: "clau-edge.access"), dependencies: dependencies)
             let group = ServiceGroup(configuration: .init(services: [.init(service: edge)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-            logger.info("edge starting", metadata: ["port": "\(port)", "mode": "\(behindProxy ? "behind-proxy" : "https")", "auth_socket": "\(authSocket)"])
+            logger.info("edge starting", metadata: ["port": "\(port)", "mode": "\(behindProxy ? "behind-proxy" : "https")", "auth_socket": "\(authSocket)", "metrics": "\(metricsPort == 0 ? "off" : "\(metricsHost):\(metricsPort)")"])
             if rateLimitMultiplier != 1 {
                 logger.warning("rate limits multiplied: not for production", metadata: ["multiplier": "\(rateLimitMultiplier)"])
             }
@@ -140,6 +146,9 @@ struct EdgeMain: AsyncParsableCommand {
         configuration.audience = audience
         configuration.maximumInFlightRequests = maxInFlight
         configuration.maximumBodyBytes = maxBodyBytes
+        configuration.metricsPort = metricsPort == 0 ? nil : metricsPort
+        // validate() (in buildApplication) refuses a non-loopback --metrics-host, even with the listener off.
+        configuration.metricsHost = metricsHost
         guard (1...100_000).contains(rateLimitMultiplier) else { throw EdgeStartupError("--rate-limit-multiplier must be 1-100000") }
         configuration.rateLimitRules = RateLimitRules.spec.multiplied(by: rateLimitMultiplier)
         if let path = adminKeyFile ?? SecretFile.credentialPath("admin-key").flatMap({ FileManager.default.fileExists(atPath: $0) ? $0 : nil }) {

@@ -88,8 +88,11 @@ struct EdgeRateLimitTests {
         defer { redis.signal(SIGTERM) }
         try await waitForFile(socket)
         // A generous command timeout: CI runs the suites in parallel on 2 cores.
-        var redisConfiguration = RedisConfiguration(address: .unixSocket(path: socket))
-        redisConfiguration.commandTimeout = .seconds(3)
+        let redisConfiguration = {
+            var configuration = RedisConfiguration(address: .unixSocket(path: socket))
+            configuration.commandTimeout = .seconds(3)
+            return configuration
+        }()
         let limiterA = RedisClient(configuration: redisConfiguration, logger: quietLogger)
         try await withEdge(mode: .behindProxy(trusted: []), configure: {
             $0.rateLimitRules = .spec
