@@ -195,16 +195,18 @@ let package = Package(
             path: "Benchmarks/rpc-bench",
             swiftSettings: swiftSettings
         ),
+        // Timing loops shared by the benchmark executables.
+        .target(name: "BenchSupport", path: "Benchmarks/BenchSupport", swiftSettings: swiftSettings),
         .executableTarget(
             name: "vault-bench",
-            dependencies: ["RPC", "VaultService", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["RPC", "VaultService", "BenchSupport", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/vault-bench",
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "auth-bench",
             dependencies: [
-                "AuthService", "RPC", "TestSupport",
+                "AuthService", "RPC", "TestSupport", "BenchSupport",
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

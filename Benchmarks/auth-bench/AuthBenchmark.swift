@@ -1,4 +1,5 @@
 import AuthService
+import BenchSupport
 import Foundation
 import HummingbirdBcrypt
 import Logging
@@ -27,15 +28,15 @@ struct AuthBenchmark {
         var verifySeconds: [Int: Double] = [:]
         for cost in [10, 12] {
             let hash = try Bcrypt.hash(password, cost: UInt8(cost))
-            let hashes = rate(seconds) { _ = try? Bcrypt.hash(password, cost: UInt8(cost)) }
-            let verifies = rate(seconds) { _ = try? Bcrypt.verify(password, hash: hash) }
+            let hashes = Rates.perSecond(seconds) { _ = try? Bcrypt.hash(password, cost: UInt8(cost)) }
+            let verifies = Rates.perSecond(seconds) { _ = try? Bcrypt.verify(password, hash: hash) }
             verifySeconds[cost] = 1 / verifies
             print("| bcrypt cost \(cost), one thread | \(format(hashes)) hashes/s, \(format(verifies)) verifies/s (\(String(format: "%.0f", 1000 / verifies)) ms each) |")
         }
 
         // The same work without the service, side by side: `cores` threads verifying in parallel.
         let costHash = try Bcrypt.hash(password, cost: 12)
-        let parallelVerifies = await parallelRate(seconds * 2, threads: cores) { _ = try? Bcrypt.verify(password, hash: costHash) }
+        let parallelVerifies = await Rates.perSecondOnThreads(seconds * 2, threads: cores) { _ = try? Bcrypt.verify(password, hash: costHash) }
 
         // Login through the service: Unix socket → handlers → PostgreSQL + bcrypt pool.
         let cost = 12
@@ -68,7 +69,7 @@ struct AuthBenchmark {
             login.password = password
             let request = login
             // 4 logins in flight per bcrypt thread keep the pool busy without queueing for ever.
-            let rate = try await asyncRate(seconds * 2, workers: cores * 4) {
+            let rate = try await Rates.perSecondAsync(seconds * 2, workers: cores * 4) {
                 _ = try await rpc.call(AuthAPI.login, request, options: CallOptions(timeout: .seconds(60)))
             }
             group.cancelAll()
@@ -85,69 +86,13 @@ struct AuthBenchmark {
             let key = try await SigningKey.generate(algorithm: algorithm, kid: "bench-\(algorithm.rawValue)")
             let issuer = try TokenIssuer(current: key, issuer: "clau-auth", audience: "clau-api")
             let token = try issuer.issue(userID: UUID(), role: "user", sessionID: UUID(), now: now).token
-            let signs = rate(seconds / 2) { _ = try? issuer.issue(userID: UUID(), role: "user", sessionID: UUID(), now: now) }
-            let verifies = rate(seconds / 2) { _ = try? issuer.verifier.verify(token, now: now) }
+            let signs = Rates.perSecond(seconds / 2) { _ = try? issuer.issue(userID: UUID(), role: "user", sessionID: UUID(), now: now) }
+            let verifies = Rates.perSecond(seconds / 2) { _ = try? issuer.verifier.verify(token, now: now) }
             print("| JWT \(algorithm.rawValue) | sign \(format(signs))/s, verify \(format(verifies))/s |")
         }
     }
 
     static func format(_ value: Double) -> String {
         value >= 100 ? String(Int(value.rounded())) : String(format: "%.1f", value)
-    }
-
-    static func rate(_ seconds: Double, _ body: () -> Void) -> Double {
-        body()
-        let clock = ContinuousClock()
-        let start = clock.now
-        var count = 0
-        while clock.now - start < .milliseconds(Int(seconds * 1000)) {
-            body()
-            count += 1
-        }
-        return Double(count) / inSeconds(clock.now - start)
-    }
-
-    /// `threads` OS threads running `body` for `seconds`; total calls per second.
-    static func parallelRate(_ seconds: Double, threads: Int, _ body: @escaping @Sendable () -> Void) async -> Double {
-        let clock = ContinuousClock()
-        let start = clock.now
-        let end = start + .milliseconds(Int(seconds * 1000))
-        let counts = await withTaskGroup(of: Int.self) { group in
-            for _ in 0..<threads {
-                group.addTask {
-                    await withCheckedContinuation { continuation in
-                        Thread {
-                            var n = 0
-                            while clock.now < end { body(); n += 1 }
-                            continuation.resume(returning: n)
-                        }.start()
-                    }
-                }
-            }
-            return await group.reduce(0, +)
-        }
-        return Double(counts) / inSeconds(clock.now - start)
-    }
-
-    static func asyncRate(_ seconds: Double, workers: Int, _ body: @escaping @Sendable () async throws -> Void) async throws -> Double {
-        try await body()
-        let clock = ContinuousClock()
-        let start = clock.now
-        let end = start + .milliseconds(Int(seconds * 1000))
-        let count = try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<workers {
-                group.addTask {
-                    var n = 0
-                    while clock.now < end { try await body(); n += 1 }
-                    return n
-                }
-            }
-            return try await group.reduce(0, +)
-        }
-        return Double(count) / inSeconds(clock.now - start)
-    }
-
-    static func inSeconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 }

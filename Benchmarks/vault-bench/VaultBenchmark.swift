@@ -1,3 +1,4 @@
+import BenchSupport
 import Foundation
 import Logging
 import RPC
@@ -21,9 +22,9 @@ struct VaultBenchmark {
         let token = fernet.encrypt(plaintext)
         let boundToken = try cipher.encrypt(plaintext: plaintext, context: "alpaca:user:bench")
 
-        let swiftEncrypt = rate(seconds) { _ = fernet.encrypt(plaintext) }
-        let swiftDecrypt = rate(seconds) { _ = try? fernet.decrypt(token) }
-        let boundDecrypt = rate(seconds) { _ = try? cipher.decrypt(token: boundToken, context: "alpaca:user:bench") }
+        let swiftEncrypt = Rates.perSecond(seconds, warmup: 1000, batch: 100) { _ = fernet.encrypt(plaintext) }
+        let swiftDecrypt = Rates.perSecond(seconds, warmup: 1000, batch: 100) { _ = try? fernet.decrypt(token) }
+        let boundDecrypt = Rates.perSecond(seconds, warmup: 1000, batch: 100) { _ = try? cipher.decrypt(token: boundToken, context: "alpaca:user:bench") }
 
         // Decrypt over RPC: a real vault server on a Unix socket, this process as the broker.
         let directory = "/tmp/clau-vault-bench-\(getpid())"
@@ -45,8 +46,8 @@ struct VaultBenchmark {
             group.addTask { try await client.run() }
             await client.waitUntilConnected()
             let rpc = RPCClient(transport: client)
-            let sequential = try await asyncRate(seconds, workers: 1) { _ = try await rpc.call(VaultAPI.decrypt, message) }
-            let parallel = try await asyncRate(seconds, workers: 64) { _ = try await rpc.call(VaultAPI.decrypt, message) }
+            let sequential = try await Rates.perSecondAsync(seconds, workers: 1, warmup: 200) { _ = try await rpc.call(VaultAPI.decrypt, message) }
+            let parallel = try await Rates.perSecondAsync(seconds, workers: 64, warmup: 200) { _ = try await rpc.call(VaultAPI.decrypt, message) }
             try vault.handlers.reload(keys: [FernetKey.generate(), key])
             let clock = ContinuousClock()
             let started = clock.now
@@ -62,7 +63,7 @@ struct VaultBenchmark {
                 rewrapped += try await rpc.call(VaultAPI.rewrap, batch).results.filter(\.ok).count
             }
             precondition(rewrapped == rotationTokens.count)
-            let rotation = inSeconds(clock.now - started)
+            let rotation = Rates.seconds(clock.now - started)
             group.cancelAll()
             return (sequential, parallel, rotation)
         }
@@ -79,40 +80,6 @@ struct VaultBenchmark {
         print("| rotation: Rewrap 100,000 tokens over RPC (50 batches of 2,000) | \(String(format: "%.2f s", rotation)) | |")
         print("| Python cryptography Fernet encrypt | \(python.map { String(Int($0.encrypt)) } ?? "n/a") | 1.0× |")
         print("| Python cryptography Fernet decrypt | \(python.map { String(Int($0.decrypt)) } ?? "n/a") | 1.0× |")
-    }
-
-    static func rate(_ seconds: Double, _ body: () -> Void) -> Double {
-        for _ in 0..<1000 { body() }
-        let clock = ContinuousClock()
-        let start = clock.now
-        var count = 0
-        while clock.now - start < .milliseconds(Int(seconds * 1000)) {
-            for _ in 0..<100 { body() }
-            count += 100
-        }
-        return Double(count) / inSeconds(clock.now - start)
-    }
-
-    static func asyncRate(_ seconds: Double, workers: Int, _ body: @escaping @Sendable () async throws -> Void) async throws -> Double {
-        for _ in 0..<200 { try await body() }
-        let clock = ContinuousClock()
-        let start = clock.now
-        let end = start + .milliseconds(Int(seconds * 1000))
-        let count = try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<workers {
-                group.addTask {
-                    var n = 0
-                    while clock.now < end { try await body(); n += 1 }
-                    return n
-                }
-            }
-            return try await group.reduce(0, +)
-        }
-        return Double(count) / inSeconds(clock.now - start)
-    }
-
-    static func inSeconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
     static func pythonRates(seconds: Double) -> (encrypt: Double, decrypt: Double)? {
