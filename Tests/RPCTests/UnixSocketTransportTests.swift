@@ -170,8 +170,10 @@ struct UnixSocketTransportTests {
             group.addTask { try await client.run() }
             await client.waitUntilConnected()
             let rpc = RPCClient(transport: client)
-            let slow = Task { try await rpc.call(Echo.echo, Echo.request("drained", delayMillis: 400)) }
-            try await Task.sleep(for: .milliseconds(100))
+            // The call must have reached the server's handler before the shutdown starts (only calls
+            // in flight are drained): generous margins, as CI runs every suite at once on 2 cores.
+            let slow = Task { try await rpc.call(Echo.echo, Echo.request("drained", delayMillis: 1500)) }
+            try await Task.sleep(for: .milliseconds(500))
             await serverGroup.triggerGracefulShutdown()
             #expect(try await slow.value.text == "drained")
             group.cancelAll()
