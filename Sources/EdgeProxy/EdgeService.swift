@@ -94,8 +94,23 @@ public struct EdgeService: Service {
         services.append(.init(service: JWKSWarmUp(client: client, cache: state.jwks, logger: logger), successTerminationBehavior: .ignore))
         services.append(.init(service: IPBlocklistPoller(blocklist: state.blocklist, interval: state.configuration.ipBlocklistRefreshInterval)))
         services += listeners.map { .init(service: $0) }
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: logger))
-        try await group.run()
+        var configuration = ServiceGroupConfiguration(services: services, logger: logger)
+        // Past this, a drain that is stuck (a client that never finishes) is cancelled; by then the
+        // listeners are closed and no accepted connection is still waiting to be served.
+        configuration.maximumGracefulShutdownDuration = state.configuration.idleTimeout + .seconds(5)
+        let group = ServiceGroup(configuration: configuration)
+        // Cancelling Hummingbird's accept loop while an accepted connection is still buffered drops
+        // that connection's NIOAsyncChannel unfinished, which NIO traps on (apple/swift-nio#3481).
+        // So cancelling the edge asks for a graceful shutdown instead: the listeners close, every
+        // buffered connection is served or closed, requests in flight finish. The group runs in an
+        // unstructured task because a child task would be cancelled with us; it still inherits
+        // the parent's graceful shutdown (a task local).
+        let running = Task { try await group.run() }
+        try await withTaskCancellationHandler {
+            try await running.value
+        } onCancel: {
+            Task { await group.triggerGracefulShutdown() }
+        }
     }
 
     /// The bound ports once every listener is up.

@@ -353,4 +353,37 @@ struct EdgeLifecycleTests {
         try await task.value
         #expect(ContinuousClock.now - started < .seconds(3))
     }
+
+    /// Cancelling the edge while connections are still being accepted stops it cleanly. (NIO
+    /// traps when Hummingbird's accept loop is cancelled with an accepted connection still
+    /// buffered, apple/swift-nio#3481; this took down a whole CI run.) The edge turns
+    /// cancellation into a graceful shutdown.
+    @Test func cancellingTheEdgeWhileConnectionsArriveStopsCleanly() async throws {
+        let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-edge-cancel")
+        let configuration = EdgeConfiguration(listener: .behindProxy(host: "127.0.0.1", port: 0, trustedProxies: []), authSocketPath: directory + "/missing.sock")
+        for _ in 0..<3 {
+            let edge = try buildApplication(configuration: configuration, logger: quietLogger)
+            let task = Task { try await edge.run() }
+            let port = await edge.waitUntilListening().api
+            let flood = Task {
+                try await offThePool {
+                    let deadline = ContinuousClock.now + .milliseconds(800)
+                    var opened = 0
+                    while ContinuousClock.now < deadline {
+                        guard let connection = try? RawConnection(port: port, receiveTimeout: 1) else { continue }
+                        connection.send("GET /healthz HTTP/1.1\r\nHost: clau.test\r\n\r\n")
+                        opened += 1
+                    }
+                    return opened
+                }
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            let cancelled = ContinuousClock.now
+            task.cancel()
+            _ = await task.result
+            #expect(ContinuousClock.now - cancelled < .seconds(10), "cancellation ends in a bounded drain")
+            #expect(try await flood.value > 0, "connections were arriving when the edge was cancelled")
+            #expect(throws: (any Error).self, "the listener is closed") { _ = try RawConnection(port: port, receiveTimeout: 1) }
+        }
+    }
 }
