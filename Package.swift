@@ -110,7 +110,7 @@ let package = Package(
         .target(
             name: "AuthService",
             dependencies: [
-                "RPC", "ClauSupport", "ClauDatabase", "AccessTokens",
+                "RPC", "CClauSystem", "ClauSupport", "ClauDatabase", "AccessTokens",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -219,6 +219,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
+                "CClauSystem",
                 "ClauDatabase",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

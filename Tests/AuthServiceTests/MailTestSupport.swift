@@ -59,8 +59,14 @@ enum MailTestSupport {
     /// Writes an executable `#!/bin/sh` script.
     static func writeScript(_ body: String, named name: String, in directory: URL) throws -> String {
         let path = directory.appendingPathComponent(name).path
-        try ("#!/bin/sh\n" + body + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-        guard chmod(path, 0o700) == 0 else { throw MailTestFailure("chmod failed") }
+        // O_CLOEXEC: a process spawned by another test at this moment must not inherit a
+        // descriptor open for writing, or the script could not be executed (ETXTBSY).
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o700)
+        guard fd >= 0 else { throw MailTestFailure("cannot create \(path)") }
+        let bytes = Array(("#!/bin/sh\n" + body + "\n").utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == bytes.count, chmod(path, 0o700) == 0 else { throw MailTestFailure("cannot write \(path)") }
         return path
     }
 

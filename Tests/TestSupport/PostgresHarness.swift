@@ -1,3 +1,4 @@
+import CClauSystem
 import ClauDatabase
 import Foundation
 import Logging
@@ -245,6 +246,10 @@ func spawn(_ executable: String, _ arguments: [String], environment: [String: St
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    // Daemons (postgres, redis-server, the services) live for the whole run: a descriptor they
+    // inherit stays open, e.g. a script another test is writing, which then cannot be executed
+    // (ETXTBSY). Nothing past stderr is passed on.
+    _ = clau_spawn_close_from(&actions, 3)
     if let errorPath {
         posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     } else {

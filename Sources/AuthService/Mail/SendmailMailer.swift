@@ -16,6 +16,9 @@
 //   status; the time limit covers writing and waiting, and on expiry the process group is
 //   sent SIGKILL, reaped, and `MailError.timeout` thrown.
 
+#if os(Linux)
+import CClauSystem
+#endif
 import Foundation
 import Logging
 #if canImport(Glibc)
@@ -81,16 +84,6 @@ enum SendmailProcess {
 
     static let childEnvironment = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
 
-    #if canImport(Glibc)
-    typealias CloseFromFunction = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
-    static let closeFromAction: CloseFromFunction? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else {
-            return nil
-        }
-        return unsafeBitCast(symbol, to: CloseFromFunction.self)
-    }()
-    #endif
-
     static func run(
         executable: String,
         input: [UInt8],
@@ -110,13 +103,22 @@ enum SendmailProcess {
         pthread_sigmask(SIG_BLOCK, &pipeSignal, nil)
 
         var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else {
+        // Close-on-exec from the start (pipe2): a process another thread spawns meanwhile must
+        // not inherit the write end, or sendmail would never see end-of-input.
+        #if os(Linux)
+        let created = clau_pipe_cloexec(&fds)
+        #else
+        let created = pipe(&fds)
+        #endif
+        guard created == 0 else {
             return .failure(.deliveryFailed(reason: "pipe() failed: \(errnoDescription(errno))"))
         }
         let readEnd = fds[0]
         let writeEnd = fds[1]
+        #if !os(Linux)
         _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
         _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
+        #endif
 
         let spawned = spawn(executable: executable, stdin: readEnd)
         close(readEnd)
@@ -226,13 +228,10 @@ enum SendmailProcess {
         setup.append(posix_spawn_file_actions_adddup2(&actions, stdin, 0))
         setup.append(posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0))
         setup.append(posix_spawn_file_actions_adddup2(&actions, 1, 2))
-        #if canImport(Glibc)
-        // Close every other descriptor in the child (glibc >= 2.34; looked up at run time
-        // because Swift's Glibc module does not export the GNU extension). Descriptors the
-        // process opened without O_CLOEXEC would otherwise leak into the MTA.
-        if let closeFrom = closeFromAction {
-            setup.append(closeFrom(&actions, 3))
-        }
+        #if os(Linux)
+        // Close every other descriptor in the child: descriptors the process opened without
+        // O_CLOEXEC would otherwise leak into the MTA.
+        setup.append(clau_spawn_close_from(&actions, 3))
         #endif
 
         var emptyMask = sigset_t()
