@@ -64,34 +64,55 @@ public struct AuthStore: Sendable {
 
     public func findUser(emailNormalized: String, logger: Logger) async throws -> UserRecord? {
         try await firstUser(client.query("""
-            SELECT id, email, full_name, phone, password_hash, role, status, created_at,
-                   failed_login_count, last_failed_login_at, locked_until, totp_secret_enc, totp_last_step, points
-            FROM auth.users WHERE email_normalized = \(emailNormalized)
+            SELECT \(unescaped: Self.userColumns) FROM auth.users WHERE email_normalized = \(emailNormalized)
             """, logger: logger))
     }
 
+    /// A prepared statement: this lookup runs on every `GET /v1/me` and each token check, so
+    /// PostgreSQL parses and plans it once per connection, not once per call.
     public func findUser(id: UUID, logger: Logger) async throws -> UserRecord? {
-        try await firstUser(client.query("""
-            SELECT id, email, full_name, phone, password_hash, role, status, created_at,
-                   failed_login_count, last_failed_login_at, locked_until, totp_secret_enc, totp_last_step, points
-            FROM auth.users WHERE id = \(id)
-            """, logger: logger))
+        for try await user in try await client.execute(UserByID(id: id), logger: logger) {
+            return user
+        }
+        return nil
+    }
+
+    struct UserByID: PostgresPreparedStatement {
+        static let sql = "SELECT \(AuthStore.userColumns) FROM auth.users WHERE id = $1"
+        typealias Row = UserRecord
+        var id: UUID
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 1)
+            bindings.append(id)
+            return bindings
+        }
+        func decodeRow(_ row: PostgresRow) throws -> UserRecord { try AuthStore.userRecord(from: row) }
+    }
+
+    /// The columns `userRecord(from:)` reads, in order.
+    static let userColumns = """
+        id, email, full_name, phone, password_hash, role, status, created_at,
+        failed_login_count, last_failed_login_at, locked_until, totp_secret_enc, totp_last_step, points
+        """
+
+    static func userRecord(from row: PostgresRow) throws -> UserRecord {
+        let (id, email, fullName, phone, hash, role, status, createdAt) = try row.decode((UUID, String, String, String?, String, String, String, Date).self)
+        let columns = row.makeRandomAccess()
+        var user = UserRecord(id: id, email: email, fullName: fullName, phone: phone, passwordHash: hash, role: role, status: status, createdAt: createdAt)
+        user.lockout = AccountLockoutState(
+            failureCount: Int(try columns[8].decode(Int32.self)),
+            lockedUntil: try columns[10].decode(Date?.self),
+            lastFailureAt: try columns[9].decode(Date?.self)
+        )
+        user.totpSecretSealed = try columns[11].decode(Data?.self)
+        user.totpLastStep = try columns[12].decode(Int64?.self)
+        user.points = try columns[13].decode(Int64.self)
+        return user
     }
 
     private func firstUser(_ rows: PostgresRowSequence) async throws -> UserRecord? {
         for try await row in rows {
-            let (id, email, fullName, phone, hash, role, status, createdAt) = try row.decode((UUID, String, String, String?, String, String, String, Date).self)
-            let columns = row.makeRandomAccess()
-            var user = UserRecord(id: id, email: email, fullName: fullName, phone: phone, passwordHash: hash, role: role, status: status, createdAt: createdAt)
-            user.lockout = AccountLockoutState(
-                failureCount: Int(try columns[8].decode(Int32.self)),
-                lockedUntil: try columns[10].decode(Date?.self),
-                lastFailureAt: try columns[9].decode(Date?.self)
-            )
-            user.totpSecretSealed = try columns[11].decode(Data?.self)
-            user.totpLastStep = try columns[12].decode(Int64?.self)
-            user.points = try columns[13].decode(Int64.self)
-            return user
+            return try Self.userRecord(from: row)
         }
         return nil
     }
@@ -235,10 +256,22 @@ public struct AuthStore: Sendable {
             """, logger: logger)
     }
 
+    /// Prepared: every edge asks this for each live token about twice a second (R-1).
     public func isRevoked(jti: UUID, logger: Logger) async throws -> Bool {
-        let rows = try await client.query("SELECT 1 FROM auth.revoked_tokens WHERE jti = \(jti)", logger: logger)
-        for try await _ in rows.decode(Int32.self) { return true }
+        for try await _ in try await client.execute(RevokedJTI(jti: jti), logger: logger) { return true }
         return false
+    }
+
+    struct RevokedJTI: PostgresPreparedStatement {
+        static let sql = "SELECT 1 FROM auth.revoked_tokens WHERE jti = $1"
+        typealias Row = Int32
+        var jti: UUID
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 1)
+            bindings.append(jti)
+            return bindings
+        }
+        func decodeRow(_ row: PostgresRow) throws -> Int32 { try row.decode(Int32.self) }
     }
 
     /// Deletes revocation rows whose tokens have expired anyway.

@@ -142,7 +142,6 @@ extension EdgeError {
     func body(requestID: String) -> Data {
         var object: [String: Any] = ["code": code, "message": message, "request_id": requestID]
         if !fields.isEmpty { object["fields"] = fields.map { ["name": $0.name, "problem": $0.problem] } }
-        return (try? JSONSerialization.data(withJSONObject: ["error": object], options: [.sortedKeys, .withoutEscapingSlashes]))
-            ?? Data(#"{"error":{"code":"internal_error","message":"internal error"}}"#.utf8)
+        return JSONWriter.data(["error": object])
     }
 }

@@ -280,7 +280,7 @@ struct EdgeResponder: HTTPResponder {
         guard let authorization = headers[.authorization] else { throw .unauthenticated() }
         let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .unauthenticated() }
-        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        let token = String(parts[1].trimmingOptionalWhitespace)
         guard !token.isEmpty else { throw .unauthenticated() }
         return token.hasPrefix("clau_") ? .apiKey(token) : .bearer(token)
     }
@@ -308,8 +308,8 @@ struct EdgeResponder: HTTPResponder {
     /// `X-Forwarded-For` entry that is not itself a trusted proxy (C-12).
     static func clientAddress(peer: String, headers: HTTPFields, trustedProxies: Set<String>?) -> (String, Bool) {
         guard let trustedProxies, trustedProxies.contains(peer) else { return (peer, false) }
-        let forwardedHTTPS = headers[values: .forwardedProto].last?.trimmingCharacters(in: .whitespaces).lowercased() == "https"
-        let hops = headers[values: .forwardedFor].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
+        let forwardedHTTPS = headers[values: .forwardedProto].last?.trimmingOptionalWhitespace.lowercased() == "https"
+        let hops = headers[values: .forwardedFor].flatMap { $0.split(separator: ",") }.map { String($0.trimmingOptionalWhitespace) }
         for hop in hops.reversed() {
             guard IPAddress.isValid(hop) else { break }
             if !trustedProxies.contains(hop) { return (hop, forwardedHTTPS) }

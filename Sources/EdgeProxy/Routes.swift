@@ -136,7 +136,7 @@ enum AuthRoutes {
     }
 
     static func isoTime(_ seconds: Int64) -> Any {
-        seconds == 0 ? NSNull() : Date(timeIntervalSince1970: TimeInterval(seconds)).formatted(.iso8601)
+        seconds == 0 ? NSNull() : ISO8601UTC.string(fromEpochSeconds: seconds)
     }
 
     static func changePassword(_ call: EdgeCall) async throws -> EdgeReply {

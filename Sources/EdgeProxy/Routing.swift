@@ -138,7 +138,7 @@ public struct EdgeCall: Sendable {
     /// The body as a strict type (C-15): `application/json` only, within the size limit
     /// and the read timeout.
     func decode<T: StrictBody>(_ type: T.Type) async throws -> T {
-        let contentType = request.headers[.contentType]?.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        let contentType = request.headers[.contentType]?.split(separator: ";").first.map { $0.trimmingOptionalWhitespace.lowercased() }
         guard contentType == "application/json" else {
             throw EdgeError(.unsupportedMediaType, code: "unsupported_media_type", message: "Content-Type must be application/json")
         }
@@ -170,8 +170,7 @@ public struct EdgeReply: Sendable {
     var contentType = "application/json"
 
     static func json(_ object: [String: Any], status: HTTPResponse.Status = .ok) -> EdgeReply {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
-        return EdgeReply(status: status, body: data)
+        EdgeReply(status: status, body: JSONWriter.data(object))
     }
 
     static func raw(_ status: HTTPResponse.Status = .ok, _ data: Data, contentType: String = "application/json") -> EdgeReply {

@@ -3,6 +3,8 @@ import AuthService
 import ClauSupport
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import PostgresNIO
 import ServiceLifecycle
 
@@ -10,6 +12,15 @@ import ServiceLifecycle
 /// the auth service until SIGTERM.
 @main
 struct AuthMain: AsyncParsableCommand {
+    /// Swift Concurrency runs on NIO's event loops, so a request is not handed between the
+    /// concurrency pool and the I/O threads at every await (docs/benchmarks.md, edge-bench). Must
+    /// run on the main thread before any task is enqueued. Blocking work never runs on tasks
+    /// here: bcrypt has its own NIOThreadPool, sendmail its own thread.
+    @MainActor static func main() async {
+        _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        await main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "clau-auth",
         abstract: "Accounts, bcrypt, JWT access tokens and refresh-token families over a Unix socket."

@@ -4,6 +4,8 @@ import Crypto
 import EdgeProxy
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import RateLimiting
 import ServiceLifecycle
 
@@ -12,6 +14,15 @@ import ServiceLifecycle
 /// and the admin-key hash — nothing else (SPEC §1).
 @main
 struct EdgeMain: AsyncParsableCommand {
+    /// Swift Concurrency runs on NIO's event loops, so a request is not handed between the
+    /// concurrency pool and the I/O threads at every await (docs/benchmarks.md, edge-bench). Must
+    /// run on the main thread before any task is enqueued. Blocking work never runs on tasks
+    /// here: bcrypt has its own NIOThreadPool, sendmail its own thread.
+    @MainActor static func main() async {
+        _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        await main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "clau-edge",
         abstract: "The HTTPS API of Clau: TLS, limits, JWT verification, routes to auth and broker."

@@ -65,4 +65,12 @@ extension ContinuousClock.Instant {
         let micros = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
         return UInt64(max(1, micros))
     }
+
+    /// Nanoseconds from now (negative once passed), saturating for far-away deadlines.
+    var remainingNanoseconds: Int64 {
+        let (seconds, attoseconds) = (self - .now).components
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return seconds < 0 ? .min : .max }
+        return scaled.addingReportingOverflow(attoseconds / 1_000_000_000).overflow ? .max : scaled + attoseconds / 1_000_000_000
+    }
 }

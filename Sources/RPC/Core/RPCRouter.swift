@@ -48,9 +48,10 @@ public struct RPCRouter: Sendable {
     }
 }
 
-/// The transport-agnostic server: checks the caller against the access policy, enforces the
-/// deadline, runs the handler and turns every outcome into a wire response. Both the Unix-socket
-/// server and the in-process transport call `handle`.
+/// The transport-agnostic server: checks the caller against the access policy, refuses calls
+/// whose deadline has passed, runs the handler and turns every outcome into a wire response.
+/// Both the Unix-socket server and the in-process transport call `handle`; each cancels the
+/// calling task at the request's ``deadline(of:now:)``.
 public final class RPCServerCore: Sendable {
     public let router: RPCRouter
     public let accessPolicy: RPCAccessPolicy
@@ -81,11 +82,7 @@ public final class RPCServerCore: Sendable {
             return .failure(RPCError(code: .permissionDenied, message: "caller is not allowed to call \(request.method)"))
         }
 
-        var deadline: ContinuousClock.Instant?
-        if request.timeoutMicros > 0 {
-            let micros = min(request.timeoutMicros, UInt64(Int64.max / 1000))
-            deadline = .now + .microseconds(Int64(micros))
-        }
+        let deadline = Self.deadline(of: request)
         let context = ServerContext(peer: peer, requestID: requestID, deadline: deadline, method: request.method, logger: logger)
         do {
             let payload = try await Self.run(handler, payload: request.payload, context: context)
@@ -107,27 +104,20 @@ public final class RPCServerCore: Sendable {
         }
     }
 
+    /// The instant by which a request must be answered, from its relative timeout (nil: none).
+    public static func deadline(of request: RPCWireRequest, now: ContinuousClock.Instant = .now) -> ContinuousClock.Instant? {
+        guard request.timeoutMicros > 0 else { return nil }
+        return now + .microseconds(Int64(min(request.timeoutMicros, UInt64(Int64.max / 1000))))
+    }
+
+    /// Runs the handler in the calling task. The transport cancels that task when the deadline
+    /// passes (a NIO timer on the socket server: no extra task or dispatch timer per call), and
+    /// `handle` reports the cancellation as DEADLINE_EXCEEDED.
     private static func run(_ handler: @escaping RPCRouter.ErasedHandler, payload: Data, context: ServerContext) async throws -> Data {
-        guard let deadline = context.deadline else {
-            return try await handler(payload, context)
-        }
-        if deadline <= .now {
+        if let deadline = context.deadline, deadline <= .now {
             throw RPCError(code: .deadlineExceeded, message: "deadline exceeded")
         }
-        // Race the handler against the deadline; the loser is cancelled. Handlers are expected to
-        // honour cancellation (NIO, postgres-nio and Task.sleep all do).
-        return try await withThrowingTaskGroup(of: Data?.self) { group in
-            group.addTask { try await handler(payload, context) }
-            group.addTask {
-                try await Task.sleep(until: deadline, clock: .continuous)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let result = first else {
-                throw RPCError(code: .deadlineExceeded, message: "deadline exceeded")
-            }
-            return result
-        }
+        return try await handler(payload, context)
     }
 
     /// Request ids come from another process: keep them short and printable so they cannot

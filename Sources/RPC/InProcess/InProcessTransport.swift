@@ -21,7 +21,25 @@ public struct InProcessTransport: ClientTransport {
             if deadline <= .now { throw RPCError(code: .deadlineExceeded, message: "deadline exceeded") }
             request.timeoutMicros = deadline.remainingMicros
         }
-        let response = await server.handle(request, peer: peer)
+        let response: RPCWireResponse
+        if let deadline = RPCServerCore.deadline(of: request) {
+            // The deadline cancels the call, as the socket server's timer does.
+            response = await withTaskGroup(of: RPCWireResponse?.self) { group in
+                group.addTask { [server, peer, request] in await server.handle(request, peer: peer) }
+                group.addTask {
+                    try? await Task.sleep(until: deadline, clock: .continuous)
+                    return nil
+                }
+                var answer: RPCWireResponse?
+                while answer == nil, let next = await group.next() {
+                    if let next { answer = next } else { group.cancelAll() }
+                }
+                group.cancelAll()
+                return answer!
+            }
+        } else {
+            response = await server.handle(request, peer: peer)
+        }
         guard response.status.code == RPCError.Code.ok.rawValue else {
             throw response.status.rpcError
         }

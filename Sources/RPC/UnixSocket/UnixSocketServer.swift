@@ -147,6 +147,11 @@ public final class UnixSocketServer: Service, Sendable {
                                 task.cancel()
                                 throw RPCFrameError.protocolViolation("call id \(callID) already in flight")
                             }
+                            // The deadline cancels the call's task from a NIO timer: cheap, and
+                            // never a reply after the caller has given up.
+                            let deadlineTimer = RPCServerCore.deadline(of: request).map { deadline in
+                                connection.channel.eventLoop.scheduleTask(in: .nanoseconds(max(0, deadline.remainingNanoseconds))) { task.cancel() }
+                            }
                             // The group child keeps the call inside this connection's lifetime and
                             // removes it from the registry once it is done (always after insert).
                             group.addTask {
@@ -155,6 +160,7 @@ public final class UnixSocketServer: Service, Sendable {
                                 } onCancel: {
                                     task.cancel()
                                 }
+                                deadlineTimer?.cancel()
                                 calls.remove(callID)
                             }
                         case .cancel:
