@@ -172,7 +172,7 @@ let package = Package(
         .executableTarget(
             name: "clau-auth",
             dependencies: [
-                "AuthService", "ClauSupport",
+                "AuthService", "ClauDatabase", "ClauSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -14,12 +14,15 @@ enum JSONWriter {
     }
 
     static func write(_ value: Any, into out: inout [UInt8]) {
-        switch value {
-        case let number as NSNumber where type(of: value) is NSNumber.Type:
-            // From `JSONSerialization.jsonObject` (audit details): only Foundation knows
-            // whether it was a boolean or a number.
-            let fragment = try? JSONSerialization.data(withJSONObject: number, options: [.fragmentsAllowed])
+        // An NSNumber comes from `JSONSerialization.jsonObject` (audit details): only Foundation
+        // knows whether it was a boolean or a number. Checked on the type first: casting a value
+        // to NSNumber would try to bridge every value (a profile showed it).
+        if type(of: value) is NSNumber.Type {
+            let fragment = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed])
             out.append(contentsOf: fragment ?? Data("null".utf8))
+            return
+        }
+        switch value {
         case let string as String:
             writeString(string, into: &out)
         case let substring as Substring:

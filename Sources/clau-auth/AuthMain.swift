@@ -1,5 +1,6 @@
 import ArgumentParser
 import AuthService
+import ClauDatabase
 import ClauSupport
 import Foundation
 import Logging
@@ -43,6 +44,9 @@ struct AuthMain: AsyncParsableCommand {
 
     @Option(help: "PostgreSQL role (owner of schema auth only).")
     var dbUser: String = "clau_auth"
+
+    @Option(help: "PostgreSQL connections, all opened at start (a fixed pool on the local socket).")
+    var dbConnections: Int = 8
 
     @Option(help: "File holding the PostgreSQL password (mode 0400/0600; default: $CREDENTIALS_DIRECTORY/db-password if present, else peer/trust auth).")
     var dbPasswordFile: String?
@@ -152,7 +156,9 @@ struct AuthMain: AsyncParsableCommand {
         } else if let path = SecretFile.credentialPath("db-password"), FileManager.default.fileExists(atPath: path) {
             password = try SecretFile.readString(at: path)
         }
-        let database = PostgresClient.Configuration(unixSocketPath: dbSocket, username: dbUser, password: password, database: dbName)
+        var database = PostgresClient.Configuration(unixSocketPath: dbSocket, username: dbUser, password: password, database: dbName)
+        guard (1...100).contains(dbConnections) else { throw AuthStartupError("--db-connections must be between 1 and 100") }
+        database.useFixedLocalPool(connections: dbConnections)
         guard let secretPath = secretFile ?? SecretFile.credentialPath("auth-secret") else {
             throw AuthStartupError("no auth secret: pass --secret-file, or run under systemd with LoadCredential=auth-secret")
         }

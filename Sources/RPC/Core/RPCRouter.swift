@@ -124,8 +124,12 @@ public final class RPCServerCore: Sendable {
     /// forge log lines.
     static func sanitizedRequestID(_ raw: String?) -> String {
         guard let raw, !raw.isEmpty else { return "-" }
-        let allowed = raw.unicodeScalars.prefix(128).filter { $0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || "-_.:".unicodeScalars.contains($0)) }
-        return allowed.isEmpty ? "-" : String(String.UnicodeScalarView(allowed))
+        // Bytes, not Unicode properties: this runs on every call.
+        let allowed = raw.utf8.prefix(128).filter { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: ":")
+        }
+        return allowed.isEmpty ? "-" : String(decoding: allowed, as: UTF8.self)
     }
 }
 
