@@ -1,6 +1,9 @@
+import Crypto
 import Foundation
 import NIOSSL
 import RateLimiting
+import Synchronization
+import _CryptoExtras
 
 /// Everything `buildApplication` needs. `clau-edge`'s `@main` fills it from flags and secret files;
 /// tests fill it directly. The edge holds the TLS key, the JWT public keys (fetched from auth) and
@@ -128,9 +131,9 @@ public struct EdgeStartupError: Error, Sendable, CustomStringConvertible {
 }
 
 extension EdgeConfiguration.TLSMaterial {
-    /// The server TLS configuration of C-10/C-12: TLS 1.2 minimum, 1.3 maximum, ECDHE with AEAD
-    /// ciphers only (TLS 1.3 suites are AEAD by construction), groups X25519, P-256, P-384 only.
-    public func serverConfiguration() throws -> TLSConfiguration {
+    /// The certificates and key, parsed and checked: a non-empty chain whose first certificate
+    /// belongs to the private key (a mismatched pair would fail every handshake).
+    func parsed() throws -> (chain: [NIOSSLCertificate], key: NIOSSLPrivateKey) {
         let chain: [NIOSSLCertificate]
         let key: NIOSSLPrivateKey
         do {
@@ -139,13 +142,41 @@ extension EdgeConfiguration.TLSMaterial {
         } catch {
             throw EdgeStartupError("TLS certificate or key is not valid PEM")
         }
-        guard !chain.isEmpty else { throw EdgeStartupError("TLS certificate file holds no certificate") }
+        guard let leaf = chain.first else { throw EdgeStartupError("TLS certificate file holds no certificate") }
+        if let keySPKI = Self.publicKeySPKI(ofPrivateKeyPEM: privateKeyPEM),
+           let certificateSPKI = try? leaf.extractPublicKey().toSPKIBytes(),
+           keySPKI != certificateSPKI {
+            throw EdgeStartupError("TLS private key does not belong to the certificate")
+        }
+        return (chain, key)
+    }
+
+    /// The SPKI DER of the public half of a PEM private key, for the key types certificates use
+    /// here (P-256, P-384, P-521, RSA); nil for any other (then only the handshake can tell).
+    static func publicKeySPKI(ofPrivateKeyPEM pem: [UInt8]) -> [UInt8]? {
+        let text = String(decoding: pem, as: UTF8.self)
+        if let key = try? P256.Signing.PrivateKey(pemRepresentation: text) { return Array(key.publicKey.derRepresentation) }
+        if let key = try? P384.Signing.PrivateKey(pemRepresentation: text) { return Array(key.publicKey.derRepresentation) }
+        if let key = try? P521.Signing.PrivateKey(pemRepresentation: text) { return Array(key.publicKey.derRepresentation) }
+        if let key = try? _RSA.Signing.PrivateKey(pemRepresentation: text) { return Array(key.publicKey.derRepresentation) }
+        return nil
+    }
+
+    /// The server TLS configuration of C-10/C-12: TLS 1.2 minimum, 1.3 maximum, ECDHE with AEAD
+    /// ciphers only (TLS 1.3 suites are AEAD by construction), groups X25519, P-256, P-384 only.
+    /// With `certificates`, each handshake takes the certificate and key from it, so they can be
+    /// replaced (SIGHUP) without a restart.
+    public func serverConfiguration(certificates: TLSCertificateStore? = nil) throws -> TLSConfiguration {
+        let (chain, key) = try parsed()
         var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         configuration.minimumTLSVersion = .tlsv12
         configuration.maximumTLSVersion = .tlsv13
         configuration.cipherSuiteValues = Self.cipherSuites
         configuration.curves = [.x25519, .secp256r1, .secp384r1]
         configuration.applicationProtocols = ["http/1.1"]
+        if let certificates {
+            configuration.sslContextCallback = { _, promise in promise.succeed(certificates.current) }
+        }
         return configuration
     }
 
@@ -154,4 +185,30 @@ extension EdgeConfiguration.TLSMaterial {
         .TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, .TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
         .TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, .TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
     ]
+}
+
+/// The certificate chain and key that new TLS handshakes use. `replace(with:)` swaps them (the
+/// edge does on SIGHUP); connections already open keep the ones they were set up with.
+public final class TLSCertificateStore: Sendable {
+    private let state: Mutex<NIOSSLContextConfigurationOverride>
+
+    public init(_ material: EdgeConfiguration.TLSMaterial) throws {
+        state = Mutex(try Self.override(for: material))
+    }
+
+    var current: NIOSSLContextConfigurationOverride { state.withLock { $0 } }
+
+    /// Checks the new pair first: on any error the old one stays in use.
+    public func replace(with material: EdgeConfiguration.TLSMaterial) throws {
+        let next = try Self.override(for: material)
+        state.withLock { $0 = next }
+    }
+
+    private static func override(for material: EdgeConfiguration.TLSMaterial) throws -> NIOSSLContextConfigurationOverride {
+        let (chain, key) = try material.parsed()
+        var override = NIOSSLContextConfigurationOverride()
+        override.certificateChain = chain.map { .certificate($0) }
+        override.privateKey = .privateKey(key)
+        return override
+    }
 }

@@ -37,10 +37,13 @@ public func buildApplication(configuration: EdgeConfiguration, logger: Logger, a
         httpDecoderConfiguration: .init(maxHeaderFieldSize: 64 * 1024, maxHeaderListSize: 64 * 1024, maxHeaderFieldCount: 200)
     )
     var services: [any Service] = []
+    var certificates: TLSCertificateStore?
     switch configuration.listener {
     case .https(let host, let port, let tls, let redirectPort):
         let responder = EdgeResponder(state: state, isTLS: true, trustedProxies: nil)
-        let server = try HTTPServerBuilder.tls(.http1(configuration: http1), tlsConfiguration: try tls.serverConfiguration())
+        let store = try TLSCertificateStore(tls)
+        certificates = store
+        let server = try HTTPServerBuilder.tls(.http1(configuration: http1), tlsConfiguration: try tls.serverConfiguration(certificates: store))
         services.append(Application(
             responder: responder, server: server,
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
@@ -76,7 +79,7 @@ public func buildApplication(configuration: EdgeConfiguration, logger: Logger, a
             logger: logger
         ))
     }
-    return EdgeService(client: client, state: state, dependencies: dependencies, listeners: services, ports: ports, logger: logger)
+    return EdgeService(client: client, state: state, dependencies: dependencies, listeners: services, ports: ports, certificates: certificates, logger: logger)
 }
 
 /// The running edge. `run()` runs the RPC client first and the listeners after it, so a graceful
@@ -87,7 +90,16 @@ public struct EdgeService: Service {
     let dependencies: [any Service]
     let listeners: [any Service]
     let ports: PortRegistry
+    let certificates: TLSCertificateStore?
     let logger: Logger
+
+    /// Replaces the TLS certificate and key for new connections; open connections keep theirs
+    /// (`clau-edge` calls this on SIGHUP). Throws, keeping the old pair, when the new one does not
+    /// parse or does not match, or when the edge is not serving HTTPS itself.
+    public func reloadTLS(_ material: EdgeConfiguration.TLSMaterial) throws {
+        guard let certificates else { throw EdgeStartupError("this edge does not terminate TLS (behind-proxy mode)") }
+        try certificates.replace(with: material)
+    }
 
     public func run() async throws {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)] + dependencies.map { .init(service: $0) }

@@ -8,6 +8,7 @@ import NIOCore
 import NIOPosix
 import RateLimiting
 import ServiceLifecycle
+import UnixSignals
 
 /// `clau-edge`: reads configuration (flags, and secret files from `$CREDENTIALS_DIRECTORY` or
 /// paths), then runs the edge until SIGTERM. Holds the TLS key, the JWT public keys (from auth)
@@ -107,7 +108,11 @@ struct EdgeMain: AsyncParsableCommand {
                 dependencies.append(client)
             }
             let edge = try buildApplication(configuration: configuration, logger: logger, accessLogger: Logger(label: "clau-edge.access"), dependencies: dependencies)
-            let group = ServiceGroup(configuration: .init(services: [.init(service: edge)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: edge)]
+            if !behindProxy {
+                services.append(.init(service: TLSReloadOnSIGHUP(edge: edge, read: readTLSMaterial, logger: logger)))
+            }
+            let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             logger.info("edge starting", metadata: ["port": "\(port)", "mode": "\(behindProxy ? "behind-proxy" : "https")", "auth_socket": "\(authSocket)", "metrics": "\(metricsPort == 0 ? "off" : "\(metricsHost):\(metricsPort)")"])
             if rateLimitMultiplier != 1 {
                 logger.warning("rate limits multiplied: not for production", metadata: ["multiplier": "\(rateLimitMultiplier)"])
@@ -137,18 +142,24 @@ struct EdgeMain: AsyncParsableCommand {
         return configuration
     }
 
+    /// The certificate chain and key from --tls-certificate/--tls-key or the credentials directory.
+    /// Read at start and again on SIGHUP.
+    func readTLSMaterial() throws -> EdgeConfiguration.TLSMaterial {
+        guard let certificatePath = tlsCertificate ?? SecretFile.credentialPath("tls-cert"),
+              let keyPath = tlsKey ?? SecretFile.credentialPath("tls-key")
+        else { throw EdgeStartupError("no TLS certificate/key: pass --tls-certificate and --tls-key, or LoadCredential=tls-cert/tls-key") }
+        // The certificate is public; the key must be readable by its owner only (C-11).
+        let certificate = try Array(Data(contentsOf: URL(fileURLWithPath: certificatePath)))
+        let key = try SecretFile.read(at: keyPath)
+        return EdgeConfiguration.TLSMaterial(certificateChainPEM: certificate, privateKeyPEM: key)
+    }
+
     func makeConfiguration() throws -> EdgeConfiguration {
         let listener: EdgeConfiguration.Listener
         if behindProxy {
             listener = .behindProxy(host: host, port: port, trustedProxies: trustedProxies)
         } else {
-            guard let certificatePath = tlsCertificate ?? SecretFile.credentialPath("tls-cert"),
-                  let keyPath = tlsKey ?? SecretFile.credentialPath("tls-key")
-            else { throw EdgeStartupError("no TLS certificate/key: pass --tls-certificate and --tls-key, or LoadCredential=tls-cert/tls-key") }
-            // The certificate is public; the key must be readable by its owner only (C-11).
-            let certificate = try Array(Data(contentsOf: URL(fileURLWithPath: certificatePath)))
-            let key = try SecretFile.read(at: keyPath)
-            listener = .https(host: host, port: port, tls: .init(certificateChainPEM: certificate, privateKeyPEM: key), redirectPort: redirectPort == 0 ? nil : redirectPort)
+            listener = .https(host: host, port: port, tls: try readTLSMaterial(), redirectPort: redirectPort == 0 ? nil : redirectPort)
         }
         var configuration = EdgeConfiguration(listener: listener, authSocketPath: authSocket)
         configuration.publicBaseURL = publicBaseURL
@@ -168,5 +179,28 @@ struct EdgeMain: AsyncParsableCommand {
             configuration.adminKeySHA256 = Array(SHA256.hash(data: Data(key.utf8)))
         }
         return configuration
+    }
+}
+
+/// SIGHUP (`systemctl reload clau-edge`) rereads the certificate and key: new connections get
+/// the new pair, open ones keep theirs. A pair that does not load is logged and the old one stays.
+/// (systemd credentials are copied at start, so renewed certificates need file paths.)
+struct TLSReloadOnSIGHUP: Service {
+    let edge: EdgeService
+    let read: @Sendable () throws -> EdgeConfiguration.TLSMaterial
+    let logger: Logger
+
+    func run() async throws {
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        try? await cancelWhenGracefulShutdown {
+            for await _ in hangups {
+                do {
+                    try edge.reloadTLS(try read())
+                    logger.notice("tls certificate reloaded", metadata: ["event": "tls_reloaded"])
+                } catch {
+                    logger.error("tls reload failed; keeping the current certificate", metadata: ["error": "\(error)"])
+                }
+            }
+        }
     }
 }

@@ -24,6 +24,34 @@ struct EdgeHTTPTests {
         }
     }
 
+    /// SIGHUP reload (issue 6 item 1): new handshakes get the new certificate, a connection
+    /// opened before keeps working, and a key that does not match is refused with the old pair
+    /// kept.
+    @Test func certificateReloadServesTheNewPairWithoutDroppingConnections_C10() async throws {
+        try await withEdge { edge in
+            let pki = edge.pki
+            let subject = { @Sendable () async throws -> String in
+                let output = try await Shell.run("/usr/bin/openssl", ["s_client", "-connect", "127.0.0.1:\(edge.ports.api)", "-servername", "localhost", "-CAfile", pki.caPath])
+                return output.split(separator: "\n").first { $0.hasPrefix("subject=") }.map(String.init) ?? ""
+            }
+            #expect(try await subject().contains("CN = localhost"))
+            let renewed = try await pki.issueServerCertificate(commonName: "Clau Renewed")
+            let configuration = TestClient.Configuration(tlsConfiguration: try pki.clientTLS(), timeout: .seconds(20), serverName: "localhost")
+            try await TestClient.withClient(host: "127.0.0.1", port: edge.ports.api, configuration: configuration) { client in
+                #expect(try await client.get("/healthz").status == .ok)
+                try edge.edge.reloadTLS(renewed)
+                #expect(try await client.get("/healthz").status == .ok, "the connection opened before the reload still works")
+            }
+            #expect(try await subject().contains("CN = Clau Renewed"), "new handshakes get the new certificate")
+            #expect(try await edge.send(.get, "/healthz").status == .ok, "and it verifies against the CA")
+
+            let mismatched = EdgeConfiguration.TLSMaterial(certificateChainPEM: try pki.material().certificateChainPEM, privateKeyPEM: renewed.privateKeyPEM)
+            #expect(throws: EdgeStartupError.self) { try edge.edge.reloadTLS(mismatched) }
+            #expect(throws: EdgeStartupError.self) { try edge.edge.reloadTLS(.init(certificateChainPEM: Array("junk".utf8), privateKeyPEM: renewed.privateKeyPEM)) }
+            #expect(try await subject().contains("CN = Clau Renewed"), "a refused pair leaves the current one in use")
+        }
+    }
+
     @Test func tlsBelow12AndUnlistedGroupsAreRefused_C10() async throws {
         try await withEdge { edge in
             await #expect(throws: (any Error).self) {

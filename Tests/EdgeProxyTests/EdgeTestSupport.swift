@@ -53,6 +53,21 @@ struct TestPKI: Sendable {
         return TestPKI(directory: directory)
     }
 
+    /// A further server certificate from the same CA, with a new key and the given common name.
+    func issueServerCertificate(commonName: String) async throws -> EdgeConfiguration.TLSMaterial {
+        let openssl = "/usr/bin/openssl"
+        let name = directory + "/" + UUID().uuidString
+        try await Shell.run(openssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", name + ".ec.key"])
+        try await Shell.run(openssl, ["pkcs8", "-topk8", "-nocrypt", "-in", name + ".ec.key", "-out", name + ".key"])
+        try await Shell.run(openssl, ["req", "-new", "-key", name + ".key", "-subj", "/CN=\(commonName)", "-out", name + ".csr"])
+        try await Shell.run(openssl, ["x509", "-req", "-in", name + ".csr", "-CA", caPath, "-CAkey", directory + "/ca.key", "-CAcreateserial",
+                                      "-days", "90", "-sha256", "-extfile", directory + "/ext.cnf", "-out", name + ".crt"])
+        return EdgeConfiguration.TLSMaterial(
+            certificateChainPEM: Array(try Data(contentsOf: URL(fileURLWithPath: name + ".crt"))),
+            privateKeyPEM: Array(try Data(contentsOf: URL(fileURLWithPath: name + ".key")))
+        )
+    }
+
     func material() throws -> EdgeConfiguration.TLSMaterial {
         EdgeConfiguration.TLSMaterial(
             certificateChainPEM: Array(try Data(contentsOf: URL(fileURLWithPath: certificatePath))),
