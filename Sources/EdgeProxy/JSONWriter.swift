@@ -14,42 +14,26 @@ enum JSONWriter {
     }
 
     static func write(_ value: Any, into out: inout [UInt8]) {
-        // An NSNumber comes from `JSONSerialization.jsonObject` (audit details): only Foundation
-        // knows whether it was a boolean or a number. Checked on the type first: casting a value
-        // to NSNumber would try to bridge every value (a profile showed it).
-        if type(of: value) is NSNumber.Type {
+        // The common types by identity first: on Linux, a dynamic cast of a dictionary to a
+        // bridgeable type (String, Int, Bool) first bridges it to NSDictionary (it showed up in
+        // the profile). An NSNumber comes from `JSONSerialization.jsonObject` (audit details):
+        // only Foundation knows whether it was a boolean or a number.
+        let valueType = type(of: value)
+        if valueType == String.self { return writeString(value as! String, into: &out) }
+        if valueType == [String: Any].self { return writeObject(value as! [String: Any], into: &out) }
+        if valueType == Int.self { return out.append(contentsOf: String(value as! Int).utf8) }
+        if valueType == Int64.self { return out.append(contentsOf: String(value as! Int64).utf8) }
+        if valueType == Bool.self { return out.append(contentsOf: (value as! Bool) ? Array("true".utf8) : Array("false".utf8)) }
+        if valueType == NSNull.self { return out.append(contentsOf: "null".utf8) }
+        if valueType is NSNumber.Type {
             let fragment = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed])
-            out.append(contentsOf: fragment ?? Data("null".utf8))
-            return
+            return out.append(contentsOf: fragment ?? Data("null".utf8))
         }
+        // Anything else (typed arrays and dictionaries, other integer widths): containers before
+        // scalars, for the reason above.
         switch value {
-        case let string as String:
-            writeString(string, into: &out)
-        case let substring as Substring:
-            writeString(String(substring), into: &out)
-        case let bool as Bool:
-            out.append(contentsOf: bool ? Array("true".utf8) : Array("false".utf8))
-        case let int as Int:
-            out.append(contentsOf: String(int).utf8)
-        case let int as Int64:
-            out.append(contentsOf: String(int).utf8)
-        case let int as Int32:
-            out.append(contentsOf: String(int).utf8)
-        case let int as UInt64:
-            out.append(contentsOf: String(int).utf8)
-        case let int as UInt32:
-            out.append(contentsOf: String(int).utf8)
-        case is NSNull:
-            out.append(contentsOf: "null".utf8)
         case let object as [String: Any]:
-            out.append(UInt8(ascii: "{"))
-            for (index, key) in object.keys.sorted().enumerated() {
-                if index > 0 { out.append(UInt8(ascii: ",")) }
-                writeString(key, into: &out)
-                out.append(UInt8(ascii: ":"))
-                write(object[key]!, into: &out)
-            }
-            out.append(UInt8(ascii: "}"))
+            writeObject(object, into: &out)
         case let array as [Any]:
             out.append(UInt8(ascii: "["))
             for (index, element) in array.enumerated() {
@@ -57,10 +41,31 @@ enum JSONWriter {
                 write(element, into: &out)
             }
             out.append(UInt8(ascii: "]"))
+        case let string as String:
+            writeString(string, into: &out)
+        case let substring as Substring:
+            writeString(String(substring), into: &out)
+        case let int as Int32:
+            out.append(contentsOf: String(int).utf8)
+        case let int as UInt64:
+            out.append(contentsOf: String(int).utf8)
+        case let int as UInt32:
+            out.append(contentsOf: String(int).utf8)
         default:
             let fragment = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes])
             out.append(contentsOf: fragment ?? Data("null".utf8))
         }
+    }
+
+    private static func writeObject(_ object: [String: Any], into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        for (index, key) in object.keys.sorted().enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            writeString(key, into: &out)
+            out.append(UInt8(ascii: ":"))
+            write(object[key]!, into: &out)
+        }
+        out.append(UInt8(ascii: "}"))
     }
 
     /// RFC 8259 §7: quote, backslash and control characters escaped; everything else as UTF-8.
