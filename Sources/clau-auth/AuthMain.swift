@@ -4,8 +4,6 @@ import ClauDatabase
 import ClauSupport
 import Foundation
 import Logging
-import NIOCore
-import NIOPosix
 import PostgresNIO
 import ServiceLifecycle
 
@@ -13,12 +11,9 @@ import ServiceLifecycle
 /// the auth service until SIGTERM.
 @main
 struct AuthMain: AsyncParsableCommand {
-    /// Swift Concurrency runs on NIO's event loops, so a request is not handed between the
-    /// concurrency pool and the I/O threads at every await (docs/benchmarks.md, edge-bench). Must
-    /// run on the main thread before any task is enqueued. Blocking work never runs on tasks
-    /// here: bcrypt has its own NIOThreadPool, sendmail its own thread.
+    /// Swift Concurrency on NIO's event loops (see `EventLoopConcurrency`), then the command.
     @MainActor static func main() async {
-        _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        EventLoopConcurrency.install()
         await main(nil)
     }
 

@@ -4,8 +4,6 @@ import Crypto
 import EdgeProxy
 import Foundation
 import Logging
-import NIOCore
-import NIOPosix
 import RateLimiting
 import ServiceLifecycle
 import UnixSignals
@@ -15,12 +13,9 @@ import UnixSignals
 /// and the admin-key hash — nothing else (SPEC §1).
 @main
 struct EdgeMain: AsyncParsableCommand {
-    /// Swift Concurrency runs on NIO's event loops, so a request is not handed between the
-    /// concurrency pool and the I/O threads at every await (docs/benchmarks.md, edge-bench). Must
-    /// run on the main thread before any task is enqueued. Blocking work never runs on tasks
-    /// here: bcrypt has its own NIOThreadPool, sendmail its own thread.
+    /// Swift Concurrency on NIO's event loops (see `EventLoopConcurrency`), then the command.
     @MainActor static func main() async {
-        _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        EventLoopConcurrency.install()
         await main(nil)
     }
 
