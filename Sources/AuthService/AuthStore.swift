@@ -1,3 +1,4 @@
+import ClauDatabase
 import Crypto
 import Foundation
 import Logging
@@ -38,10 +39,28 @@ struct LockedRefreshToken: Sendable {
 /// bind parameter of a `PostgresQuery` built by string interpolation, never concatenated SQL.
 public struct AuthStore: Sendable {
     public let client: PostgresClient
+    /// `findUser(id:)` and `isRevoked(jti:)` run for every authenticated request at the edge;
+    /// concurrent ones share one query (see `BatchedLookup`).
+    private let usersByID: BatchedLookup<UUID, UserRecord>
+    private let revokedJTIs: BatchedLookup<UUID, Bool>
 
     public init(client: PostgresClient) {
         self.client = client
+        self.usersByID = BatchedLookup { ids in
+            var users: [UUID: UserRecord] = [:]
+            for try await user in try await client.execute(UsersByID(ids: ids), logger: AuthStore.batchLogger) { users[user.id] = user }
+            return users
+        }
+        self.revokedJTIs = BatchedLookup { jtis in
+            var revoked: [UUID: Bool] = [:]
+            for try await jti in try await client.execute(RevokedJTIs(jtis: jtis), logger: AuthStore.batchLogger) { revoked[jti] = true }
+            return revoked
+        }
     }
+
+    /// A batch serves many calls, so it cannot log with one call's request id; its failures
+    /// reach each caller, which logs them with its own.
+    private static let batchLogger = Logger(label: "clau.auth.store.batch", factory: { _ in SwiftLogNoOpLogHandler() })
 
     /// Refresh tokens and other 256-bit secrets are stored as SHA-256 only.
     public static func tokenHash(_ token: String) -> Data {
@@ -68,22 +87,19 @@ public struct AuthStore: Sendable {
             """, logger: logger))
     }
 
-    /// A prepared statement: this lookup runs on every `GET /v1/me` and each token check, so
-    /// PostgreSQL parses and plans it once per connection, not once per call.
+    /// Runs on every `GET /v1/me` and each token check: concurrent calls share one prepared
+    /// statement execution (PostgreSQL parses and plans it once per connection).
     public func findUser(id: UUID, logger: Logger) async throws -> UserRecord? {
-        for try await user in try await client.execute(UserByID(id: id), logger: logger) {
-            return user
-        }
-        return nil
+        try await usersByID.load(id)
     }
 
-    struct UserByID: PostgresPreparedStatement {
-        static let sql = "SELECT \(AuthStore.userColumns) FROM auth.users WHERE id = $1"
+    struct UsersByID: PostgresPreparedStatement {
+        static let sql = "SELECT \(AuthStore.userColumns) FROM auth.users WHERE id = ANY($1)"
         typealias Row = UserRecord
-        var id: UUID
+        var ids: [UUID]
         func makeBindings() throws -> PostgresBindings {
             var bindings = PostgresBindings(capacity: 1)
-            bindings.append(id)
+            bindings.append(ids)
             return bindings
         }
         func decodeRow(_ row: PostgresRow) throws -> UserRecord { try AuthStore.userRecord(from: row) }
@@ -258,20 +274,19 @@ public struct AuthStore: Sendable {
 
     /// Prepared: every edge asks this for each live token about twice a second (R-1).
     public func isRevoked(jti: UUID, logger: Logger) async throws -> Bool {
-        for try await _ in try await client.execute(RevokedJTI(jti: jti), logger: logger) { return true }
-        return false
+        try await revokedJTIs.load(jti) ?? false
     }
 
-    struct RevokedJTI: PostgresPreparedStatement {
-        static let sql = "SELECT 1 FROM auth.revoked_tokens WHERE jti = $1"
-        typealias Row = Int32
-        var jti: UUID
+    struct RevokedJTIs: PostgresPreparedStatement {
+        static let sql = "SELECT jti FROM auth.revoked_tokens WHERE jti = ANY($1)"
+        typealias Row = UUID
+        var jtis: [UUID]
         func makeBindings() throws -> PostgresBindings {
             var bindings = PostgresBindings(capacity: 1)
-            bindings.append(jti)
+            bindings.append(jtis)
             return bindings
         }
-        func decodeRow(_ row: PostgresRow) throws -> Int32 { try row.decode(Int32.self) }
+        func decodeRow(_ row: PostgresRow) throws -> UUID { try row.decode(UUID.self) }
     }
 
     /// Deletes revocation rows whose tokens have expired anyway.

@@ -335,3 +335,63 @@ struct AuthServiceTimingTests {
         }
     }
 }
+
+@Suite("Batched hot reads over PostgreSQL")
+struct AuthBatchedReadTests {
+    /// Concurrent `GetUser` and revocation checks share queries (`BatchedLookup`); each caller must
+    /// still get exactly its own answer, including "no such user" and "revoked".
+    @Test func concurrentUserAndRevocationReadsEachGetTheirOwnAnswer_R1() async throws {
+        try await withAuthService { auth in
+            var users: [String: String] = [:]
+            for index in 0..<6 {
+                let email = "reader\(index)@example.com"
+                try await auth.register(email, name: "Reader \(index)")
+                users[try await auth.login(email).user.id] = email
+            }
+            let revoked = (0..<5).map { _ in UUID() }
+            let live = (0..<5).map { _ in UUID() }
+            for jti in revoked {
+                try await auth.handlers.store.revokeAccessToken(jti: jti, expiresAt: auth.clock.now.addingTimeInterval(600), reason: "test", now: auth.clock.now, logger: quietLogger)
+            }
+            let store = auth.handlers.store
+            let unknown = (0..<6).map { _ in UUID() }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for round in 0..<20 {
+                    for (id, email) in users {
+                        group.addTask {
+                            let user = try await store.findUser(id: UUID(uuidString: id)!, logger: quietLogger)
+                            #expect(user?.email == email, "round \(round)")
+                        }
+                    }
+                    for id in unknown {
+                        group.addTask {
+                            let user = try await store.findUser(id: id, logger: quietLogger)
+                            #expect(user == nil)
+                        }
+                    }
+                    for jti in revoked {
+                        group.addTask {
+                            let isRevoked = try await store.isRevoked(jti: jti, logger: quietLogger)
+                            #expect(isRevoked)
+                        }
+                    }
+                    for jti in live {
+                        group.addTask {
+                            let isRevoked = try await store.isRevoked(jti: jti, logger: quietLogger)
+                            #expect(!isRevoked)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            // A write is seen by the next read at once: batches start after their readers arrive.
+            let (someID, _) = try #require(users.first)
+            var update = AuthUpdateUserRequest()
+            update.userID = someID
+            update.fullName = "Renamed Reader"
+            _ = try await auth.client().call(AuthAPI.updateUser, update)
+            let renamed = try await store.findUser(id: UUID(uuidString: someID)!, logger: quietLogger)
+            #expect(renamed?.fullName == "Renamed Reader")
+        }
+    }
+}
