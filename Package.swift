@@ -195,7 +195,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "rpc-bench",
-            dependencies: ["RPC", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["RPC", "ClauSupport", .product(name: "NIOPosix", package: "swift-nio")],
             path: "Benchmarks/rpc-bench",
             swiftSettings: swiftSettings
         ),

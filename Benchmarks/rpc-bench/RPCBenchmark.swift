@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import ClauSupport
 import Logging
 import NIOPosix
 import RPC
@@ -12,7 +13,13 @@ import Synchronization
 struct RPCBenchmark {
     static let echo = MethodDescriptor<RPCWireEchoRequest, RPCWireEchoResponse>(service: "clau.bench.Echo", method: "Echo")
 
-    static func main() async throws {
+    /// Swift Concurrency on NIO's event loops, as in the services (`EventLoopConcurrency`).
+    @MainActor static func main() async throws {
+        EventLoopConcurrency.install()
+        try await run()
+    }
+
+    static func run() async throws {
         let arguments = CommandLine.arguments
         let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[$0 + 1]) } ?? 2.0
         var logger = Logger(label: "rpc-bench")

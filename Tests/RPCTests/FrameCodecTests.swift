@@ -75,3 +75,35 @@ struct FrameCodecTests {
         #expect(RPCServerCore.sanitizedRequestID(String(repeating: "a", count: 500)).count == 128)
     }
 }
+
+/// Counts flushes that reach the head of the pipeline.
+private final class FlushCounter: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = ByteBuffer
+    var flushes = 0
+    func flush(context: ChannelHandlerContext) {
+        flushes += 1
+        context.flush()
+    }
+}
+
+@Suite("CoalescingFrameWriter")
+struct CoalescingFrameWriterTests {
+    @Test func framesOfOneTickShareOneFlushAndKeepTheirOrder() throws {
+        let counter = FlushCounter()
+        let channel = EmbeddedChannel(handler: counter)
+        let writer = CoalescingFrameWriter(channel: channel)
+        for index in 0..<5 { writer.write(ByteBuffer(string: "frame \(index)")) }
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil, "nothing is written before the loop runs its tasks")
+        channel.embeddedEventLoop.run()
+        var written: [String] = []
+        while let frame = try channel.readOutbound(as: ByteBuffer.self) { written.append(String(buffer: frame)) }
+        #expect(written == (0..<5).map { "frame \($0)" })
+        #expect(counter.flushes == 1)
+
+        // The next tick's frames get their own flush.
+        writer.write(ByteBuffer(string: "later"))
+        channel.embeddedEventLoop.run()
+        #expect(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) } == "later")
+        #expect(counter.flushes == 2)
+    }
+}

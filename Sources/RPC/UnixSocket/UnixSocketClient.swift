@@ -5,10 +5,13 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// A client for one Unix-socket RPC server: one connection, many calls in flight on it, replies
-/// matched by call id. It is a `Service`: `run()` keeps the connection up and reconnects with
-/// exponential backoff after the server restarts. Calls made while it is down fail at once with
-/// UNAVAILABLE rather than queueing.
+/// A client for one Unix-socket RPC server: one connection per event loop of its group, many calls
+/// in flight on each, replies matched by call id. A call made on an event loop goes out on that
+/// loop's connection, so its request, its reply and the caller's continuation stay on one thread
+/// (no cross-thread wake-ups), and the load spreads over the server's loops too. It is a
+/// `Service`: `run()` keeps the connections up and reconnects each with exponential backoff after
+/// the server restarts. Calls made while every connection is down fail at once with UNAVAILABLE
+/// rather than queueing; a call whose own loop's connection is down uses another one.
 public final class UnixSocketClient: ClientTransport, Service, Sendable {
     public struct Configuration: Sendable {
         public var path: String
@@ -26,33 +29,44 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
     private struct Pending {
         var continuation: CheckedContinuation<Data, any Error>
         var timeout: Scheduled<Void>?
+        /// Index of the connection (= event loop) the call went out on.
+        var connection: Int
+    }
+
+    /// The live connection and the writer that batches its flushes.
+    private struct Connection {
+        var channel: any Channel
+        var writer: CoalescingFrameWriter
     }
 
     private struct State {
-        var channel: (any Channel)?
+        /// One slot per event loop, nil while that connection is down.
+        var connections: [Connection?]
         var nextCallID: UInt64 = 1
         var pending: [UInt64: Pending] = [:]
         var connectedWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     public let configuration: Configuration
-    private let eventLoopGroup: any EventLoopGroup
+    private let eventLoops: [any EventLoop]
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     public init(configuration: Configuration, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
         self.configuration = configuration
-        self.eventLoopGroup = eventLoopGroup
+        self.eventLoops = Array(eventLoopGroup.makeIterator())
         self.logger = logger
+        self.state = Mutex(State(connections: Array(repeating: nil, count: eventLoops.count)))
     }
 
-    public var isConnected: Bool { state.withLock { $0.channel != nil } }
+    /// True while at least one connection is up.
+    public var isConnected: Bool { state.withLock { $0.connections.contains { $0 != nil } } }
 
     /// Returns once a connection is up (for start-up ordering and tests).
     public func waitUntilConnected() async {
         await withCheckedContinuation { continuation in
             let connected = state.withLock { state -> Bool in
-                if state.channel != nil { return true }
+                if state.connections.contains(where: { $0 != nil }) { return true }
                 state.connectedWaiters.append(continuation)
                 return false
             }
@@ -61,18 +75,27 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
     }
 
     public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            for index in eventLoops.indices {
+                group.addTask { await self.keepConnected(index) }
+            }
+        }
+    }
+
+    /// Keeps connection `index` (on event loop `index`) up until cancelled or shut down.
+    private func keepConnected(_ index: Int) async {
         var backoff = configuration.initialBackoff
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
-                let channel = try await connect()
+                let channel = try await connect(on: eventLoops[index])
                 backoff = configuration.initialBackoff
                 let waiters = state.withLock { state in
-                    state.channel = channel
+                    state.connections[index] = Connection(channel: channel, writer: CoalescingFrameWriter(channel: channel))
                     defer { state.connectedWaiters = [] }
                     return state.connectedWaiters
                 }
                 for waiter in waiters { waiter.resume() }
-                logger.debug("rpc client connected", metadata: ["socket": "\(configuration.path)"])
+                logger.debug("rpc client connected", metadata: ["socket": "\(configuration.path)", "connection": "\(index)"])
                 await withGracefulShutdownHandler {
                     await withTaskCancellationHandler {
                         try? await channel.closeFuture.get()
@@ -92,10 +115,10 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
         }
     }
 
-    private func connect() async throws -> any Channel {
+    private func connect(on eventLoop: any EventLoop) async throws -> any Channel {
         let maximumFrameLength = configuration.maximumFrameLength
         let timeout = configuration.connectTimeout.components
-        return try await ClientBootstrap(group: eventLoopGroup)
+        return try await ClientBootstrap(group: eventLoop)
             .connectTimeout(.milliseconds(timeout.seconds * 1000 + timeout.attoseconds / 1_000_000_000_000_000))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -133,12 +156,13 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
 
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Data, any Error>) in
-                let channel = state.withLock { state -> (any Channel)? in
-                    guard let channel = state.channel else { return nil }
-                    state.pending[callID] = Pending(continuation: continuation, timeout: nil)
-                    return channel
+                let preferred = currentEventLoopIndex()
+                let connection = state.withLock { state -> Connection? in
+                    guard let index = Self.connectionIndex(in: state.connections, preferring: preferred, callID: callID) else { return nil }
+                    state.pending[callID] = Pending(continuation: continuation, timeout: nil, connection: index)
+                    return state.connections[index]
                 }
-                guard let channel else {
+                guard let connection else {
                     continuation.resume(throwing: RPCError(code: .unavailable, message: "service unavailable"))
                     return
                 }
@@ -147,34 +171,52 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
                     return
                 }
                 if let deadline {
-                    let timeout = channel.eventLoop.scheduleTask(in: .microseconds(Int64(deadline.remainingMicros))) {
+                    let timeout = connection.channel.eventLoop.scheduleTask(in: .microseconds(Int64(deadline.remainingMicros))) {
                         self.finish(callID, with: .failure(RPCError(code: .deadlineExceeded, message: "deadline exceeded")), sendCancel: true)
                     }
                     state.withLock { $0.pending[callID]?.timeout = timeout }
                 }
-                channel.writeAndFlush(ByteBuffer(bytes: bytes)).whenFailure { _ in
-                    self.finish(callID, with: .failure(RPCError(code: .unavailable, message: "service unavailable")), sendCancel: false)
-                }
+                // No per-write promise: if the connection fails, `connectionLost` fails every call
+                // registered on it (registration and that sweep share the lock).
+                connection.writer.write(ByteBuffer(bytes: bytes))
             }
         } onCancel: {
             finish(callID, with: .failure(RPCError(code: .cancelled, message: "call cancelled")), sendCancel: true)
         }
     }
 
+    /// The index of the event loop this code runs on, if it is one of ours.
+    private func currentEventLoopIndex() -> Int? {
+        guard let current = MultiThreadedEventLoopGroup.currentEventLoop else { return nil }
+        return eventLoops.firstIndex { $0 === current }
+    }
+
+    /// The caller's own loop's connection if it is up, else any live one (spread by call id).
+    private static func connectionIndex(in connections: [Connection?], preferring preferred: Int?, callID: UInt64) -> Int? {
+        if let preferred, connections[preferred] != nil { return preferred }
+        let count = connections.count
+        let start = Int(callID % UInt64(count))
+        for offset in 0..<count where connections[(start + offset) % count] != nil {
+            return (start + offset) % count
+        }
+        return nil
+    }
+
     /// Completes a call exactly once; later completions (a reply after the deadline) are ignored.
     private func finish(_ callID: UInt64, with result: Result<Data, RPCError>, sendCancel: Bool) {
-        let (pending, channel) = state.withLock { state in
-            (state.pending.removeValue(forKey: callID), state.channel)
+        let (pending, connection) = state.withLock { state -> (Pending?, Connection?) in
+            guard let pending = state.pending.removeValue(forKey: callID) else { return (nil, nil) }
+            return (pending, state.connections[pending.connection])
         }
         guard let pending else { return }
         pending.timeout?.cancel()
         pending.continuation.resume(with: result.mapError { $0 as any Error })
-        if sendCancel, let channel {
+        if sendCancel, let connection {
             var frame = RPCWireFrame()
             frame.callID = callID
             frame.cancel = RPCWireCancel()
             if let bytes: [UInt8] = try? frame.serializedBytes() {
-                channel.writeAndFlush(ByteBuffer(bytes: bytes), promise: nil)
+                connection.writer.write(ByteBuffer(bytes: bytes))
             }
         }
     }
@@ -192,10 +234,15 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
 
     fileprivate func connectionLost(_ channel: any Channel) {
         let orphans = state.withLock { state -> [Pending] in
-            guard let current = state.channel, current === channel else { return [] }
-            state.channel = nil
-            defer { state.pending = [:] }
-            return Array(state.pending.values)
+            guard let index = state.connections.firstIndex(where: { $0?.channel === channel }) else { return [] }
+            state.connections[index] = nil
+            var orphans: [Pending] = []
+            state.pending = state.pending.filter { _, pending in
+                guard pending.connection == index else { return true }
+                orphans.append(pending)
+                return false
+            }
+            return orphans
         }
         for pending in orphans {
             pending.timeout?.cancel()

@@ -12,6 +12,7 @@ import Glibc
 ///
 /// One child task per connection, one task per call, so a slow call never blocks the others on
 /// its connection and a bad connection (oversized, truncated or garbage frames) is closed alone.
+/// Replies that are ready in the same event-loop tick share one flush.
 /// On graceful shutdown it stops accepting and reading, lets the calls in flight finish, then closes.
 public final class UnixSocketServer: Service, Sendable {
     public struct Configuration: Sendable {
@@ -71,7 +72,8 @@ public final class UnixSocketServer: Service, Sendable {
                     // Close-on-deinit on purpose: a connection accepted while the server is being
                     // cancelled may never reach the accept loop, and must then be closed, not
                     // trap (`wrappingChannelSynchronously` preconditions on an unclosed drop).
-                    let asyncChannel = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(synchronouslyWrapping: channel)
+                    // Inbound only: replies are written through a `CoalescingFrameWriter`.
+                    let asyncChannel = try NIOAsyncChannel<ByteBuffer, Never>(synchronouslyWrapping: channel)
                     return (asyncChannel, peer)
                 }
             }
@@ -113,66 +115,74 @@ public final class UnixSocketServer: Service, Sendable {
         logger.info("rpc server stopped", metadata: ["socket": "\(path)"])
     }
 
-    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, peer: PeerCredentials) async {
+    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, Never>, peer: PeerCredentials) async {
         // Every error of one connection ends here: it must never reach the accept loop's group.
+        let calls = CallsInFlight()
+        let replies = CoalescingFrameWriter(channel: connection.channel)
         do {
-            try await connection.executeThenClose { inbound, outbound in
-                let calls = CallsInFlight()
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await buffer in inbound.cancelOnGracefulShutdown() {
-                        let frame: RPCWireFrame
-                        do {
-                            frame = try RPCWireFrame(serializedBytes: Array(buffer.readableBytesView))
-                        } catch {
-                            throw RPCFrameError.malformedFrame
-                        }
-                        let callID = frame.callID
-                        switch frame.kind {
-                        case .request(let request):
-                            guard calls.count < configuration.maximumConcurrentCallsPerConnection else {
-                                let busy = RPCWireResponse.failure(RPCError(code: .resourceExhausted, message: "too many calls in flight on this connection"))
-                                try await outbound.write(Self.encode(callID: callID, response: busy))
-                                continue
-                            }
-                            // The call's own task writes its reply (one hand-off fewer than
-                            // returning it to the group child); a call cancelled by the client
-                            // (Cancel frame or deadline) gets no reply.
-                            let task = Task {
-                                let response = await core.handle(request, peer: peer)
-                                if !Task.isCancelled {
-                                    try? await outbound.write(Self.encode(callID: callID, response: response))
-                                }
-                            }
-                            guard calls.insert(callID, task) else {
-                                task.cancel()
-                                throw RPCFrameError.protocolViolation("call id \(callID) already in flight")
-                            }
-                            // The deadline cancels the call's task from a NIO timer: cheap, and
-                            // never a reply after the caller has given up.
-                            let deadlineTimer = RPCServerCore.deadline(of: request).map { deadline in
-                                connection.channel.eventLoop.scheduleTask(in: .nanoseconds(max(0, deadline.remainingNanoseconds))) { task.cancel() }
-                            }
-                            // The group child keeps the call inside this connection's lifetime and
-                            // removes it from the registry once it is done (always after insert).
-                            group.addTask {
-                                await withTaskCancellationHandler {
-                                    await task.value
-                                } onCancel: {
-                                    task.cancel()
-                                }
-                                deadlineTimer?.cancel()
-                                calls.remove(callID)
-                            }
-                        case .cancel:
-                            calls.cancel(callID)
-                        case .response, .none:
-                            throw RPCFrameError.protocolViolation("unexpected frame from client")
-                        }
+            try await connection.executeThenClose { inbound in
+                try await withTaskCancellationHandler {
+                    do {
+                        try await readCalls(from: inbound, peer: peer, calls: calls, replies: replies, eventLoop: connection.channel.eventLoop)
+                    } catch {
+                        // A bad frame ends the connection: its calls are abandoned, not answered.
+                        calls.cancelAll()
+                        await calls.waitUntilEmpty()
+                        throw error
                     }
+                    // End of input or graceful shutdown: the calls in flight finish and reply first.
+                    await calls.waitUntilEmpty()
+                } onCancel: {
+                    calls.cancelAll()
                 }
             }
         } catch {
             logger.notice("rpc connection closed", metadata: ["reason": "\(error)", "peer_uid": "\(peer.uid)", "peer_pid": "\(peer.pid)"])
+        }
+    }
+
+    private func readCalls(from inbound: NIOAsyncChannelInboundStream<ByteBuffer>, peer: PeerCredentials, calls: CallsInFlight, replies: CoalescingFrameWriter, eventLoop: any EventLoop) async throws {
+        for try await buffer in inbound.cancelOnGracefulShutdown() {
+            let frame: RPCWireFrame
+            do {
+                frame = try RPCWireFrame(serializedBytes: Array(buffer.readableBytesView))
+            } catch {
+                throw RPCFrameError.malformedFrame
+            }
+            let callID = frame.callID
+            switch frame.kind {
+            case .request(let request):
+                guard calls.count < configuration.maximumConcurrentCallsPerConnection else {
+                    let busy = RPCWireResponse.failure(RPCError(code: .resourceExhausted, message: "too many calls in flight on this connection"))
+                    replies.write(Self.encode(callID: callID, response: busy))
+                    continue
+                }
+                // The deadline cancels the call from a NIO timer: cheap, and never a reply after
+                // the caller has given up. (Armed first: a call that ends at once disarms it.)
+                let deadlineTimer = RPCServerCore.deadline(of: request).map { deadline in
+                    eventLoop.scheduleTask(in: .nanoseconds(max(0, deadline.remainingNanoseconds))) { calls.cancel(callID) }
+                }
+                // One task per call, so a slow call never holds up the others; it writes its own
+                // reply and leaves the registry. A call cancelled by the client (Cancel frame or
+                // deadline) gets no reply.
+                let started = calls.start(callID, deadlineTimer: deadlineTimer) {
+                    Task {
+                        let response = await core.handle(request, peer: peer)
+                        if !Task.isCancelled {
+                            replies.write(Self.encode(callID: callID, response: response))
+                        }
+                        calls.finish(callID)
+                    }
+                }
+                guard started else {
+                    deadlineTimer?.cancel()
+                    throw RPCFrameError.protocolViolation("call id \(callID) already in flight")
+                }
+            case .cancel:
+                calls.cancel(callID)
+            case .response, .none:
+                throw RPCFrameError.protocolViolation("unexpected frame from client")
+            }
         }
     }
 
@@ -202,25 +212,62 @@ public struct SocketSetupError: Error, CustomStringConvertible {
     public var description: String { "\(path): \(step) failed: \(String(cString: strerror(errno)))" }
 }
 
-/// Calls running on one connection, so a Cancel frame can reach the right one.
+/// Calls running on one connection: a Cancel frame or deadline reaches the right one, and the
+/// connection waits for all of them before it closes.
 private final class CallsInFlight: Sendable {
-    private let tasks = Mutex<[UInt64: Task<Void, Never>]>([:])
+    private struct Call {
+        var task: Task<Void, Never>
+        var deadlineTimer: Scheduled<Void>?
+    }
 
-    var count: Int { tasks.withLock { $0.count } }
+    private struct State {
+        var calls: [UInt64: Call] = [:]
+        var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+    }
 
-    func insert(_ id: UInt64, _ task: Task<Void, Never>) -> Bool {
-        tasks.withLock { tasks in
-            guard tasks[id] == nil else { return false }
-            tasks[id] = task
+    private let state = Mutex(State())
+
+    var count: Int { state.withLock { $0.calls.count } }
+
+    /// Registers the task `makeTask` creates, under the lock, so the task cannot finish (and
+    /// deregister) before it is registered. False, and no task, if the id is already in flight.
+    func start(_ id: UInt64, deadlineTimer: Scheduled<Void>?, makeTask: () -> Task<Void, Never>) -> Bool {
+        state.withLock { state in
+            guard state.calls[id] == nil else { return false }
+            state.calls[id] = Call(task: makeTask(), deadlineTimer: deadlineTimer)
             return true
         }
     }
 
-    func remove(_ id: UInt64) {
-        _ = tasks.withLock { $0.removeValue(forKey: id) }
+    /// Called by the call's task as its last step.
+    func finish(_ id: UInt64) {
+        let (call, waiters) = state.withLock { state -> (Call?, [CheckedContinuation<Void, Never>]) in
+            let call = state.calls.removeValue(forKey: id)
+            guard state.calls.isEmpty else { return (call, []) }
+            defer { state.emptyWaiters = [] }
+            return (call, state.emptyWaiters)
+        }
+        call?.deadlineTimer?.cancel()
+        for waiter in waiters { waiter.resume() }
     }
 
+    /// Cancels a call; it stays registered until its task has ended.
     func cancel(_ id: UInt64) {
-        tasks.withLock { $0.removeValue(forKey: id) }?.cancel()
+        state.withLock { $0.calls[id]?.task }?.cancel()
+    }
+
+    func cancelAll() {
+        for call in state.withLock({ Array($0.calls.values) }) { call.task.cancel() }
+    }
+
+    func waitUntilEmpty() async {
+        await withCheckedContinuation { continuation in
+            let isEmpty = state.withLock { state -> Bool in
+                guard !state.calls.isEmpty else { return true }
+                state.emptyWaiters.append(continuation)
+                return false
+            }
+            if isEmpty { continuation.resume() }
+        }
     }
 }
