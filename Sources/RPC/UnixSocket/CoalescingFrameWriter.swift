@@ -32,6 +32,12 @@ final class CoalescingFrameWriter: Sendable {
         if isFirst { channel.eventLoop.execute { self.drain() } }
     }
 
+    /// Returns once every frame written so far has been handed to the channel and flushed (before
+    /// a close, which on the loop's own thread would otherwise overtake a queued drain).
+    func flush() async {
+        try? await channel.eventLoop.submit { self.drain() }.get()
+    }
+
     private func drain() {
         let frames = pending.withLock { pending in
             var taken: [ByteBuffer] = []

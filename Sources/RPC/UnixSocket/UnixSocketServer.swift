@@ -132,6 +132,7 @@ public final class UnixSocketServer: Service, Sendable {
                     }
                     // End of input or graceful shutdown: the calls in flight finish and reply first.
                     await calls.waitUntilEmpty()
+                    await replies.flush()
                 } onCancel: {
                     calls.cancelAll()
                 }
