@@ -24,13 +24,13 @@ public final class BatchedLookup<Key: Hashable & Sendable, Value: Sendable>: Sen
     private struct State {
         var waiting: [Key: [Waiter]] = [:]
         var batchesInFlight = 0
-        var nextWaiterID: UInt64 = 0
     }
 
     public let maximumBatchesInFlight: Int
     public let maximumBatchSize: Int
     private let fetch: Fetch
     private let state = Mutex(State())
+    private let nextWaiterID = Atomic<UInt64>(0)
 
     /// - Parameters:
     ///   - maximumBatchesInFlight: queries running at once; more readers wait for the next batch.
@@ -44,10 +44,7 @@ public final class BatchedLookup<Key: Hashable & Sendable, Value: Sendable>: Sen
 
     /// The value for `key`, or nil when there is none.
     public func load(_ key: Key) async throws -> Value? {
-        let waiterID = state.withLock { state in
-            defer { state.nextWaiterID &+= 1 }
-            return state.nextWaiterID
-        }
+        let waiterID = nextWaiterID.wrappingAdd(1, ordering: .relaxed).newValue
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 if Task.isCancelled {

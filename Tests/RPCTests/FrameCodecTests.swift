@@ -86,6 +86,22 @@ private final class FlushCounter: ChannelOutboundHandler, @unchecked Sendable {
     }
 }
 
+@Suite("Outbound frames")
+struct OutboundFrameTests {
+    @Test func outboundFramesCarryTheirLengthHeaderAndDecodeBackUnchanged() throws {
+        let decoder = EmbeddedChannel(handler: ByteToMessageHandler(RPCFrameDecoder(maximumFrameLength: 1 << 16)))
+        for size in [0, 1, 200, 65_536] {
+            let body = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+            let frame = ByteBuffer(rpcFrame: body)
+            #expect(frame.getInteger(at: frame.readerIndex, as: UInt32.self) == UInt32(size), "big-endian length first")
+            #expect(frame.readableBytes == 4 + size)
+            try decoder.writeInbound(frame)
+            let decoded = try #require(try decoder.readInbound(as: ByteBuffer.self))
+            #expect(Array(decoded.readableBytesView) == body)
+        }
+    }
+}
+
 @Suite("CoalescingFrameWriter")
 struct CoalescingFrameWriterTests {
     @Test func framesOfOneTickShareOneFlushAndKeepTheirOrder() throws {

@@ -63,11 +63,14 @@ public final class RPCServerCore: Sendable {
         self.logger = logger
     }
 
-    public func handle(_ request: RPCWireRequest, peer: PeerCredentials) async -> RPCWireResponse {
+    /// Serves one request. `deadline` is the one the transport computed from the request's timeout
+    /// when it received it (``deadline(of:now:)``) and cancels the calling task at: one instant for
+    /// both, so a call the transport cancelled at its deadline is always DEADLINE_EXCEEDED.
+    public func handle(_ request: RPCWireRequest, peer: PeerCredentials, deadline: ContinuousClock.Instant?) async -> RPCWireResponse {
         let requestID = Self.sanitizedRequestID(request.metadata["request-id"])
         var logger = self.logger
-        logger[metadataKey: "request_id"] = "\(requestID)"
-        logger[metadataKey: "rpc_method"] = "\(request.method)"
+        logger[metadataKey: "request_id"] = .string(requestID)
+        logger[metadataKey: "rpc_method"] = .string(request.method)
         logger[metadataKey: "peer_uid"] = "\(peer.uid)"
 
         guard let handler = router.handlers[request.method] else {
@@ -82,7 +85,6 @@ public final class RPCServerCore: Sendable {
             return .failure(RPCError(code: .permissionDenied, message: "caller is not allowed to call \(request.method)"))
         }
 
-        let deadline = Self.deadline(of: request)
         let context = ServerContext(peer: peer, requestID: requestID, deadline: deadline, method: request.method, logger: logger)
         do {
             let payload = try await Self.run(handler, payload: request.payload, context: context)

@@ -25,7 +25,7 @@ public struct InProcessTransport: ClientTransport {
         if let deadline = RPCServerCore.deadline(of: request) {
             // The deadline cancels the call, as the socket server's timer does.
             response = await withTaskGroup(of: RPCWireResponse?.self) { group in
-                group.addTask { [server, peer, request] in await server.handle(request, peer: peer) }
+                group.addTask { [server, peer, request] in await server.handle(request, peer: peer, deadline: deadline) }
                 group.addTask {
                     try? await Task.sleep(until: deadline, clock: .continuous)
                     return nil
@@ -38,7 +38,7 @@ public struct InProcessTransport: ClientTransport {
                 return answer!
             }
         } else {
-            response = await server.handle(request, peer: peer)
+            response = await server.handle(request, peer: peer, deadline: nil)
         }
         guard response.status.code == RPCError.Code.ok.rawValue else {
             throw response.status.rpcError

@@ -1,5 +1,4 @@
 import NIOCore
-import NIOExtras
 
 /// Splits a byte stream into frames: 4-byte big-endian length, then that many bytes.
 ///
@@ -59,10 +58,20 @@ public enum RPCFrameError: Error, Sendable, Hashable, CustomStringConvertible {
 }
 
 extension ChannelPipeline.SynchronousOperations {
-    /// Length-prefix framing for both directions, with the maximum frame size enforced inbound.
-    /// Outbound, NIOExtras' prepender writes the header and the frame as one vectored write.
+    /// Inbound framing, with the maximum frame size enforced from the header. Outbound frames are
+    /// built with their header already in place (`ByteBuffer(rpcFrame:)`): one buffer per frame,
+    /// no separate 4-byte buffer through the pipeline.
     func addRPCFraming(maximumFrameLength: Int) throws {
         try addHandler(ByteToMessageHandler(RPCFrameDecoder(maximumFrameLength: maximumFrameLength), maximumBufferSize: maximumFrameLength + 4))
-        try addHandler(LengthFieldPrepender(lengthFieldBitLength: .fourBytes, lengthFieldEndianness: .big))
+    }
+}
+
+extension ByteBuffer {
+    /// A frame on the wire: the 4-byte big-endian length, then the serialized `Frame`.
+    init(rpcFrame bytes: [UInt8]) {
+        self.init()
+        reserveCapacity(4 + bytes.count)
+        writeInteger(UInt32(bytes.count), endianness: .big)
+        writeBytes(bytes)
     }
 }

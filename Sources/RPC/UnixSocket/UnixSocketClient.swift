@@ -42,7 +42,6 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
     private struct State {
         /// One slot per event loop, nil while that connection is down.
         var connections: [Connection?]
-        var nextCallID: UInt64 = 1
         var pending: [UInt64: Pending] = [:]
         var connectedWaiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -51,6 +50,7 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
     private let eventLoops: [any EventLoop]
     private let logger: Logger
     private let state: Mutex<State>
+    private let nextCallID = Atomic<UInt64>(0)
 
     public init(configuration: Configuration, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
         self.configuration = configuration
@@ -139,10 +139,7 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
             guard deadline > .now else { throw RPCError(code: .deadlineExceeded, message: "deadline exceeded") }
             request.timeoutMicros = deadline.remainingMicros
         }
-        let callID = state.withLock { state in
-            defer { state.nextCallID &+= 1 }
-            return state.nextCallID
-        }
+        let callID = nextCallID.wrappingAdd(1, ordering: .relaxed).newValue
         var frame = RPCWireFrame()
         frame.callID = callID
         frame.request = request
@@ -178,7 +175,7 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
                 }
                 // No per-write promise: if the connection fails, `connectionLost` fails every call
                 // registered on it (registration and that sweep share the lock).
-                connection.writer.write(ByteBuffer(bytes: bytes))
+                connection.writer.write(ByteBuffer(rpcFrame: bytes))
             }
         } onCancel: {
             finish(callID, with: .failure(RPCError(code: .cancelled, message: "call cancelled")), sendCancel: true)
@@ -216,7 +213,7 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
             frame.callID = callID
             frame.cancel = RPCWireCancel()
             if let bytes: [UInt8] = try? frame.serializedBytes() {
-                connection.writer.write(ByteBuffer(bytes: bytes))
+                connection.writer.write(ByteBuffer(rpcFrame: bytes))
             }
         }
     }

@@ -160,7 +160,8 @@ public final class UnixSocketServer: Service, Sendable {
                 }
                 // The deadline cancels the call from a NIO timer: cheap, and never a reply after
                 // the caller has given up. (Armed first: a call that ends at once disarms it.)
-                let deadlineTimer = RPCServerCore.deadline(of: request).map { deadline in
+                let deadline = RPCServerCore.deadline(of: request)
+                let deadlineTimer = deadline.map { deadline in
                     eventLoop.scheduleTask(in: .nanoseconds(max(0, deadline.remainingNanoseconds))) { calls.cancel(callID) }
                 }
                 // One task per call, so a slow call never holds up the others; it writes its own
@@ -168,7 +169,7 @@ public final class UnixSocketServer: Service, Sendable {
                 // deadline) gets no reply.
                 let started = calls.start(callID, deadlineTimer: deadlineTimer) {
                     Task {
-                        let response = await core.handle(request, peer: peer)
+                        let response = await core.handle(request, peer: peer, deadline: deadline)
                         if !Task.isCancelled {
                             replies.write(Self.encode(callID: callID, response: response))
                         }
@@ -193,7 +194,7 @@ public final class UnixSocketServer: Service, Sendable {
         frame.response = response
         // Serializing a message we built cannot fail (no required fields, no Any).
         let bytes: [UInt8] = (try? frame.serializedBytes()) ?? []
-        return ByteBuffer(bytes: bytes)
+        return ByteBuffer(rpcFrame: bytes)
     }
 
     private static func removeStaleSocket(at path: String) throws {
