@@ -95,8 +95,8 @@ struct SendmailMailerTests {
         let task = Task {
             try await mailer.send(MailTestSupport.message(), logger: MailTestSupport.logger)
         }
-        // Wait until the child runs, then cancel.
-        for _ in 0..<250 where !FileManager.default.fileExists(atPath: shellPIDFile) {
+        // Wait until the child has written its pid (the file exists, empty, a moment before), then cancel.
+        for _ in 0..<250 where !((try? String(contentsOfFile: shellPIDFile, encoding: .utf8))?.hasSuffix("\n") ?? false) {
             try await Task.sleep(for: .milliseconds(20))
         }
         task.cancel()

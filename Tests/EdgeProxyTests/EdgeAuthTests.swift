@@ -93,12 +93,13 @@ struct EdgeAuthTests {
 
     @Test func wrongPasswordAndUnknownEmailAnswerTheSame401_X2() async throws {
         // Each attempt from its own client address: auth delays an address after a failure (R-4).
-        try await withEdge(mode: .behindProxy(trusted: ["127.0.0.1"])) { edge in
+        // A 60 s first delay (default 1 s), so a loaded CI machine cannot outlast it between two
+        // requests (it did once: 401 instead of 429).
+        try await withEdge(mode: .behindProxy(trusted: ["127.0.0.1"]), configureAuth: { $0.ipThreatPolicy.delays = [60] }) { edge in
             try await edge.register("known@example.com")
             let unknown = try await edge.send(.post, "/v1/auth/login", headers: [.init("X-Forwarded-For")!: "198.51.100.32"], body: #"{"email":"nobody@example.com","password":"Not-the-right-one-42"}"#)
             let wrong = try await edge.send(.post, "/v1/auth/login", headers: [.init("X-Forwarded-For")!: "198.51.100.31"], body: #"{"email":"known@example.com","password":"Not-the-right-one-42"}"#)
-            // Auth's per-IP delay after a failure (1 s) is honoured as 429 + Retry-After; asked at
-            // once, before anything else, so that a loaded machine stays inside that second.
+            // Auth's per-IP delay after a failure is honoured as 429 + Retry-After.
             let again = try await edge.send(.post, "/v1/auth/login", headers: [.init("X-Forwarded-For")!: "198.51.100.31"], body: #"{"email":"known@example.com","password":"Not-the-right-one-43"}"#)
             for response in [wrong, unknown] {
                 #expect(response.status == .unauthorized)
@@ -233,8 +234,9 @@ struct EdgeAuthTests {
 
     @Test func revocationCheckFailureFailsClosed_R1() async throws {
         // Auth is stopped after the edge has its keys: a correctly signed, unexpired token must
-        // not pass without a revocation answer.
-        try await withEdge { edge in
+        // not pass without a revocation answer. No reuse of "not revoked" answers here (default
+        // 500 ms), so every request below needs auth whatever the machine's speed.
+        try await withEdge(configure: { $0.revocationCacheTTL = .zero }) { edge in
             let tokens = try await edge.registerAndLogin("closed@example.com")
             #expect(try await edge.send(.get, "/v1/me", headers: bearer(tokens.access)).status == .ok)
             edge.stopAuth()

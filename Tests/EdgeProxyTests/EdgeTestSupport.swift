@@ -216,6 +216,7 @@ func withEdge<T: Sendable>(
     mode: EdgeMode = .https,
     redirect: Bool = false,
     configure: @Sendable (inout EdgeConfiguration) -> Void = { _ in },
+    configureAuth: @Sendable (inout AuthConfiguration) -> Void = { _ in },
     edgeLogLevel: Logger.Level = .info,
     dependencies: [any Service] = [],
     signingKey: SigningKey? = nil,
@@ -231,6 +232,7 @@ func withEdge<T: Sendable>(
     authConfiguration.bcryptThreads = 1
     authConfiguration.edgeUIDs = [getuid()]
     authConfiguration.database.options.maximumConnections = 4
+    configureAuth(&authConfiguration)
     let auth = try await AuthService.build(configuration: authConfiguration, logger: quietLogger)
 
     let pki = try await TestPKI.shared.value
