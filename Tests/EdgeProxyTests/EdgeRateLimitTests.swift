@@ -7,6 +7,19 @@ import TestSupport
 import Testing
 @testable import EdgeProxy
 
+/// Time that does not move: GCRA refills continuously (read: one request per second), so on a
+/// loaded machine a test that sends a whole budget could see a request refilled before the one
+/// that must be refused. The refill itself is tested with a manual clock in RateLimitingTests.
+private struct FrozenClock: RateLimiterClock {
+    func now() -> Duration { .seconds(1000) }
+}
+
+/// The spec's limits on an in-process limiter whose budgets never refill during the test.
+private func specLimitsWithoutRefill(_ configuration: inout EdgeConfiguration) {
+    configuration.rateLimitRules = .spec
+    configuration.rateLimiter = InProcessRateLimiter(clock: FrozenClock())
+}
+
 @Suite("Edge: rate limits (C-9, R-15, X-3)")
 struct EdgeRateLimitTests {
     private func expectLimitHeaders(_ response: TestClient.Response, limit: Int, sourceLocation: SourceLocation = #_sourceLocation) {
@@ -24,7 +37,7 @@ struct EdgeRateLimitTests {
     }
 
     @Test func loginIsLimitedPerIPAndAccount_R15() async throws {
-        try await withEdge(mode: .behindProxy(trusted: []), configure: { $0.rateLimitRules = .spec }) { edge in
+        try await withEdge(mode: .behindProxy(trusted: []), configure: specLimitsWithoutRefill) { edge in
             try await edge.register("target@example.com")
             // Successful logins: auth's own per-IP delay (failures only) stays out of the way.
             for attempt in 1...5 {
@@ -45,7 +58,7 @@ struct EdgeRateLimitTests {
     }
 
     @Test func registerIsLimitedPerIP_R15() async throws {
-        try await withEdge(mode: .behindProxy(trusted: ["127.0.0.1"]), configure: { $0.rateLimitRules = .spec }) { edge in
+        try await withEdge(mode: .behindProxy(trusted: ["127.0.0.1"]), configure: specLimitsWithoutRefill) { edge in
             let from = { (ip: String) -> HTTPFields in [.init("X-Forwarded-For")!: ip] }
             for index in 1...3 {
                 let response = try await edge.send(.post, "/v1/auth/register", headers: from("198.51.100.7"), body: #"{"email":"r\#(index)@example.com","password":"\#(goodPassword)","full_name":"R"}"#)
@@ -59,7 +72,7 @@ struct EdgeRateLimitTests {
     }
 
     @Test func categoriesAreLimitedPerUser_C9() async throws {
-        try await withEdge(mode: .behindProxy(trusted: []), configure: { $0.rateLimitRules = .spec }) { edge in
+        try await withEdge(mode: .behindProxy(trusted: []), configure: specLimitsWithoutRefill) { edge in
             let alice = try await edge.registerAndLogin("limits-a@example.com")
             let bob = try await edge.registerAndLogin("limits-b@example.com")
             let cases: [(HTTPRequest.Method, String, Int)] = [
