@@ -259,8 +259,21 @@ func spawn(_ executable: String, _ arguments: [String], environment: [String: St
     defer { argv.forEach { free($0) } }
     let environmentStrings = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer { environmentStrings.forEach { free($0) } }
+    // The test process's threads block most signals, and a child inherits that mask: without
+    // this a daemon never sees the SIGTERM that ends it and outlives the test run.
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var noSignals = sigset_t()
+    sigemptyset(&noSignals)
+    posix_spawnattr_setsigmask(&attributes, &noSignals)
+    var defaultSignals = sigset_t()
+    sigemptyset(&defaultSignals)
+    for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&defaultSignals, signal) }
+    posix_spawnattr_setsigdefault(&attributes, &defaultSignals)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
     var pid: pid_t = 0
-    let result = posix_spawn(&pid, executable, &actions, nil, argv, environmentStrings)
+    let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environmentStrings)
     guard result == 0 else { throw HarnessError("cannot start \(executable): \(String(cString: strerror(result)))") }
     return pid
 }
