@@ -55,6 +55,49 @@ struct UnixSocketTransportTests {
         }
     }
 
+    @Test func aShortDeadlineAfterALongOneStillEndsOnTime() async throws {
+        // Both ends keep one timer per connection for the earliest deadline: a call with a shorter
+        // timeout than the ones already in flight must move it.
+        let cancelled = Flag()
+        try await withServerAndClient(router: Echo.router(onCancel: { cancelled.set() })) { _, client, _ in
+            let rpc = RPCClient(transport: client)
+            let long = Task { try await rpc.call(Echo.echo, Echo.request("long", delayMillis: 3000), options: CallOptions(timeout: .seconds(6))) }
+            try await Task.sleep(for: .milliseconds(50))
+            let start = ContinuousClock.now
+            let error = await #expect(throws: RPCError.self) {
+                _ = try await rpc.call(Echo.echo, Echo.request("short", delayMillis: 8000), options: CallOptions(timeout: .milliseconds(200)))
+            }
+            #expect(error?.code == .deadlineExceeded)
+            #expect(ContinuousClock.now - start < .seconds(2), "the short call waited for the long call's deadline")
+            try await waitUntil { cancelled.isSet }
+            #expect(try await long.value.text == "long", "the long call is unaffected")
+        }
+    }
+
+    @Test func serverCancelsAShortDeadlineAfterALongOneWithoutACancelFrame() async throws {
+        // A raw client that never sends Cancel: only the server's own deadline alarm can stop the
+        // short call, and it must not wait for the long call's deadline.
+        let cancelled = Flag()
+        try await withServerAndClient(router: Echo.router(onCancel: { cancelled.set() })) { _, _, path in
+            let raw = try RawConnection(path: path)
+            defer { raw.close() }
+            func request(_ callID: UInt64, _ text: String, delayMillis: UInt64, timeoutMicros: UInt64) throws -> [UInt8] {
+                var frame = RPCWireFrame()
+                frame.callID = callID
+                frame.request.method = Echo.echo.fullName
+                frame.request.timeoutMicros = timeoutMicros
+                frame.request.payload = try Echo.request(text, delayMillis: delayMillis).serializedData()
+                return frameBytes(try frame.serializedBytes())
+            }
+            raw.send(try request(1, "long", delayMillis: 3000, timeoutMicros: 6_000_000))
+            try await Task.sleep(for: .milliseconds(50))
+            let start = ContinuousClock.now
+            raw.send(try request(2, "short", delayMillis: 8000, timeoutMicros: 200_000))
+            try await waitUntil(timeout: .seconds(5)) { cancelled.isSet }
+            #expect(ContinuousClock.now - start < .seconds(2), "the short call ran until the long call's deadline")
+        }
+    }
+
     @Test func cancellingTheCallerCancelsTheServerHandler() async throws {
         let cancelled = Flag()
         try await withServerAndClient(router: Echo.router(onCancel: { cancelled.set() })) { _, client, _ in

@@ -28,7 +28,7 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
 
     private struct Pending {
         var continuation: CheckedContinuation<Data, any Error>
-        var timeout: Scheduled<Void>?
+        var deadline: NIODeadline?
         /// Index of the connection (= event loop) the call went out on.
         var connection: Int
     }
@@ -43,6 +43,8 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
         /// One slot per event loop, nil while that connection is down.
         var connections: [Connection?]
         var pending: [UInt64: Pending] = [:]
+        /// Rings at the earliest deadline of the pending calls.
+        var deadlineAlarm: DeadlineAlarm
         var connectedWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
@@ -56,7 +58,7 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
         self.configuration = configuration
         self.eventLoops = Array(eventLoopGroup.makeIterator())
         self.logger = logger
-        self.state = Mutex(State(connections: Array(repeating: nil, count: eventLoops.count)))
+        self.state = Mutex(State(connections: Array(repeating: nil, count: eventLoops.count), deadlineAlarm: DeadlineAlarm(eventLoop: eventLoops[0])))
     }
 
     /// True while at least one connection is up.
@@ -139,6 +141,7 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
             guard deadline > .now else { throw RPCError(code: .deadlineExceeded, message: "deadline exceeded") }
             request.timeoutMicros = deadline.remainingMicros
         }
+        let nioDeadline = deadline.map(NIODeadline.init)
         let callID = nextCallID.wrappingAdd(1, ordering: .relaxed).newValue
         var frame = RPCWireFrame()
         frame.callID = callID
@@ -156,7 +159,8 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
                 let preferred = currentEventLoopIndex()
                 let connection = state.withLock { state -> Connection? in
                     guard let index = Self.connectionIndex(in: state.connections, preferring: preferred, callID: callID) else { return nil }
-                    state.pending[callID] = Pending(continuation: continuation, timeout: nil, connection: index)
+                    state.pending[callID] = Pending(continuation: continuation, deadline: nioDeadline, connection: index)
+                    if let nioDeadline { state.deadlineAlarm.ensureRings(by: nioDeadline) { self.expireDueCalls() } }
                     return state.connections[index]
                 }
                 guard let connection else {
@@ -166,12 +170,6 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
                 if Task.isCancelled {
                     finish(callID, with: .failure(RPCError(code: .cancelled, message: "call cancelled")), sendCancel: false)
                     return
-                }
-                if let deadline {
-                    let timeout = connection.channel.eventLoop.scheduleTask(in: .microseconds(Int64(deadline.remainingMicros))) {
-                        self.finish(callID, with: .failure(RPCError(code: .deadlineExceeded, message: "deadline exceeded")), sendCancel: true)
-                    }
-                    state.withLock { $0.pending[callID]?.timeout = timeout }
                 }
                 // No per-write promise: if the connection fails, `connectionLost` fails every call
                 // registered on it (registration and that sweep share the lock).
@@ -206,7 +204,6 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
             return (pending, state.connections[pending.connection])
         }
         guard let pending else { return }
-        pending.timeout?.cancel()
         pending.continuation.resume(with: result.mapError { $0 as any Error })
         if sendCancel, let connection {
             var frame = RPCWireFrame()
@@ -215,6 +212,19 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
             if let bytes: [UInt8] = try? frame.serializedBytes() {
                 connection.writer.write(ByteBuffer(rpcFrame: bytes))
             }
+        }
+    }
+
+    /// The deadline alarm rang: calls past their deadline fail with DEADLINE_EXCEEDED (and the
+    /// server is told to stop working on them).
+    private func expireDueCalls() {
+        let due = state.withLock { state in
+            let (due, next) = DeadlineAlarm.sweep(state.pending.lazy.map { ($0.key, $0.value.deadline) }, now: .now())
+            state.deadlineAlarm.rang(next: next) { self.expireDueCalls() }
+            return due
+        }
+        for callID in due {
+            finish(callID, with: .failure(RPCError(code: .deadlineExceeded, message: "deadline exceeded")), sendCancel: true)
         }
     }
 
@@ -242,7 +252,6 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
             return orphans
         }
         for pending in orphans {
-            pending.timeout?.cancel()
             pending.continuation.resume(throwing: RPCError(code: .unavailable, message: "connection to service lost"))
         }
     }

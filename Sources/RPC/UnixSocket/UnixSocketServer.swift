@@ -117,21 +117,23 @@ public final class UnixSocketServer: Service, Sendable {
 
     private func serve(_ connection: NIOAsyncChannel<ByteBuffer, Never>, peer: PeerCredentials) async {
         // Every error of one connection ends here: it must never reach the accept loop's group.
-        let calls = CallsInFlight()
+        let calls = CallsInFlight(eventLoop: connection.channel.eventLoop)
         let replies = CoalescingFrameWriter(channel: connection.channel)
         do {
             try await connection.executeThenClose { inbound in
                 try await withTaskCancellationHandler {
                     do {
-                        try await readCalls(from: inbound, peer: peer, calls: calls, replies: replies, eventLoop: connection.channel.eventLoop)
+                        try await readCalls(from: inbound, peer: peer, calls: calls, replies: replies)
                     } catch {
                         // A bad frame ends the connection: its calls are abandoned, not answered.
                         calls.cancelAll()
                         await calls.waitUntilEmpty()
+                        calls.close()
                         throw error
                     }
                     // End of input or graceful shutdown: the calls in flight finish and reply first.
                     await calls.waitUntilEmpty()
+                    calls.close()
                     await replies.flush()
                 } onCancel: {
                     calls.cancelAll()
@@ -142,7 +144,7 @@ public final class UnixSocketServer: Service, Sendable {
         }
     }
 
-    private func readCalls(from inbound: NIOAsyncChannelInboundStream<ByteBuffer>, peer: PeerCredentials, calls: CallsInFlight, replies: CoalescingFrameWriter, eventLoop: any EventLoop) async throws {
+    private func readCalls(from inbound: NIOAsyncChannelInboundStream<ByteBuffer>, peer: PeerCredentials, calls: CallsInFlight, replies: CoalescingFrameWriter) async throws {
         for try await buffer in inbound.cancelOnGracefulShutdown() {
             let frame: RPCWireFrame
             do {
@@ -158,16 +160,13 @@ public final class UnixSocketServer: Service, Sendable {
                     replies.write(Self.encode(callID: callID, response: busy))
                     continue
                 }
-                // The deadline cancels the call from a NIO timer: cheap, and never a reply after
-                // the caller has given up. (Armed first: a call that ends at once disarms it.)
+                // The deadline cancels the call (the connection's deadline alarm): never a reply
+                // after the caller has given up.
                 let deadline = RPCServerCore.deadline(of: request)
-                let deadlineTimer = deadline.map { deadline in
-                    eventLoop.scheduleTask(in: .nanoseconds(max(0, deadline.remainingNanoseconds))) { calls.cancel(callID) }
-                }
                 // One task per call, so a slow call never holds up the others; it writes its own
                 // reply and leaves the registry. A call cancelled by the client (Cancel frame or
                 // deadline) gets no reply.
-                let started = calls.start(callID, deadlineTimer: deadlineTimer) {
+                let started = calls.start(callID, deadline: deadline.map(NIODeadline.init)) {
                     Task {
                         let response = await core.handle(request, peer: peer, deadline: deadline)
                         if !Task.isCancelled {
@@ -177,7 +176,6 @@ public final class UnixSocketServer: Service, Sendable {
                     }
                 }
                 guard started else {
-                    deadlineTimer?.cancel()
                     throw RPCFrameError.protocolViolation("call id \(callID) already in flight")
                 }
             case .cancel:
@@ -219,37 +217,62 @@ public struct SocketSetupError: Error, CustomStringConvertible {
 private final class CallsInFlight: Sendable {
     private struct Call {
         var task: Task<Void, Never>
-        var deadlineTimer: Scheduled<Void>?
+        /// Nil once the call was cancelled at its deadline (or had none).
+        var deadline: NIODeadline?
     }
 
     private struct State {
         var calls: [UInt64: Call] = [:]
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Rings at the earliest deadline of the calls.
+        var deadlineAlarm: DeadlineAlarm
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+
+    init(eventLoop: any EventLoop) {
+        self.state = Mutex(State(deadlineAlarm: DeadlineAlarm(eventLoop: eventLoop)))
+    }
 
     var count: Int { state.withLock { $0.calls.count } }
 
     /// Registers the task `makeTask` creates, under the lock, so the task cannot finish (and
     /// deregister) before it is registered. False, and no task, if the id is already in flight.
-    func start(_ id: UInt64, deadlineTimer: Scheduled<Void>?, makeTask: () -> Task<Void, Never>) -> Bool {
+    func start(_ id: UInt64, deadline: NIODeadline?, makeTask: () -> Task<Void, Never>) -> Bool {
         state.withLock { state in
             guard state.calls[id] == nil else { return false }
-            state.calls[id] = Call(task: makeTask(), deadlineTimer: deadlineTimer)
+            state.calls[id] = Call(task: makeTask(), deadline: deadline)
+            if let deadline { state.deadlineAlarm.ensureRings(by: deadline) { self.cancelDueCalls() } }
             return true
         }
     }
 
+    /// The deadline alarm rang: calls past their deadline are cancelled.
+    private func cancelDueCalls() {
+        let due = state.withLock { state -> [Task<Void, Never>] in
+            let (due, next) = DeadlineAlarm.sweep(state.calls.lazy.map { ($0.key, $0.value.deadline) }, now: .now())
+            state.deadlineAlarm.rang(next: next) { self.cancelDueCalls() }
+            return due.compactMap { id in
+                state.calls[id]?.deadline = nil
+                return state.calls[id]?.task
+            }
+        }
+        for task in due { task.cancel() }
+    }
+
+    /// Stops the deadline alarm once the connection is done.
+    func close() {
+        state.withLock { $0.deadlineAlarm.disarm() }
+    }
+
     /// Called by the call's task as its last step.
     func finish(_ id: UInt64) {
-        let (call, waiters) = state.withLock { state -> (Call?, [CheckedContinuation<Void, Never>]) in
-            let call = state.calls.removeValue(forKey: id)
-            guard state.calls.isEmpty else { return (call, []) }
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.calls.removeValue(forKey: id)
+            guard state.calls.isEmpty else { return [] }
             defer { state.emptyWaiters = [] }
-            return (call, state.emptyWaiters)
+            return state.emptyWaiters
         }
-        call?.deadlineTimer?.cancel()
         for waiter in waiters { waiter.resume() }
     }
 
