@@ -215,9 +215,18 @@ struct UnixSocketTransportTests {
             let rpc = RPCClient(transport: client)
             // The call must have reached the server's handler before the shutdown starts (only calls
             // in flight are drained): generous margins, as CI runs every suite at once on 2 cores.
-            let slow = Task { try await rpc.call(Echo.echo, Echo.request("drained", delayMillis: 1500)) }
+            let slow = Task { try await rpc.call(Echo.echo, Echo.request("drained", delayMillis: 3000)) }
             try await Task.sleep(for: .milliseconds(500))
             await serverGroup.triggerGracefulShutdown()
+            // Idle connections close at once; the one still draining refuses a new call outright
+            // instead of leaving it unanswered until the connection closes.
+            try await Task.sleep(for: .milliseconds(300))
+            let start = ContinuousClock.now
+            let refused = await #expect(throws: RPCError.self) {
+                _ = try await rpc.call(Echo.echo, Echo.request("too late"), options: CallOptions(timeout: .seconds(10)))
+            }
+            #expect(refused?.code == .unavailable)
+            #expect(ContinuousClock.now - start < .seconds(1), "a call to a draining server waited")
             #expect(try await slow.value.text == "drained")
             group.cancelAll()
         }

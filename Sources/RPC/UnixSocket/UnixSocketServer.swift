@@ -13,7 +13,8 @@ import Glibc
 /// One child task per connection, one task per call, so a slow call never blocks the others on
 /// its connection and a bad connection (oversized, truncated or garbage frames) is closed alone.
 /// Replies that are ready in the same event-loop tick share one flush.
-/// On graceful shutdown it stops accepting and reading, lets the calls in flight finish, then closes.
+/// On graceful shutdown it stops accepting, answers new requests UNAVAILABLE, lets the calls in
+/// flight finish and reply, then closes.
 public final class UnixSocketServer: Service, Sendable {
     public struct Configuration: Sendable {
         /// Socket path, e.g. /run/clau/vault.sock. A stale socket file there is replaced; any
@@ -64,17 +65,16 @@ public final class UnixSocketServer: Service, Sendable {
         let temporaryPath = path + ".\(getpid()).tmp"
         try? FileManager.default.removeItem(atPath: temporaryPath)
         let maximumFrameLength = configuration.maximumFrameLength
+        let core = self.core
+        let maximumConcurrentCalls = configuration.maximumConcurrentCallsPerConnection
         let server = try await ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: 256)
             .bind(unixDomainSocketPath: temporaryPath) { channel in
                 channel.peerCredentials().flatMapThrowing { peer in
+                    let connection = RPCServerConnection(channel: channel, peer: peer, core: core, maximumConcurrentCalls: maximumConcurrentCalls)
                     try channel.pipeline.syncOperations.addRPCFraming(maximumFrameLength: maximumFrameLength)
-                    // Close-on-deinit on purpose: a connection accepted while the server is being
-                    // cancelled may never reach the accept loop, and must then be closed, not
-                    // trap (`wrappingChannelSynchronously` preconditions on an unclosed drop).
-                    // Inbound only: replies are written through a `CoalescingFrameWriter`.
-                    let asyncChannel = try NIOAsyncChannel<ByteBuffer, Never>(synchronouslyWrapping: channel)
-                    return (asyncChannel, peer)
+                    try channel.pipeline.syncOperations.addHandler(CallReader(connection: connection))
+                    return connection
                 }
             }
         do {
@@ -96,15 +96,14 @@ public final class UnixSocketServer: Service, Sendable {
         }
         for waiter in waiters { waiter.resume() }
 
-        // Graceful shutdown closes the listener, which ends the accept loop. (Wrapping the loop in
-        // `cancelOnGracefulShutdown()` could drop an accepted connection unclosed, which NIO
-        // traps on.) The group then waits for each connection to drain its calls.
+        // Graceful shutdown closes the listener, which ends the accept loop; each connection then
+        // refuses new calls, lets its calls in flight reply, and closes.
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { connections in
-                    for try await (connection, peer) in connections {
+                    for try await connection in connections {
                         group.addTask {
-                            await self.serve(connection, peer: peer)
+                            await self.serve(connection)
                         }
                     }
                 }
@@ -115,74 +114,28 @@ public final class UnixSocketServer: Service, Sendable {
         logger.info("rpc server stopped", metadata: ["socket": "\(path)"])
     }
 
-    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, Never>, peer: PeerCredentials) async {
-        // Every error of one connection ends here: it must never reach the accept loop's group.
-        let calls = CallsInFlight(eventLoop: connection.channel.eventLoop)
-        let replies = CoalescingFrameWriter(channel: connection.channel)
-        do {
-            try await connection.executeThenClose { inbound in
-                try await withTaskCancellationHandler {
-                    do {
-                        try await readCalls(from: inbound, peer: peer, calls: calls, replies: replies)
-                    } catch {
-                        // A bad frame ends the connection: its calls are abandoned, not answered.
-                        calls.cancelAll()
-                        await calls.waitUntilEmpty()
-                        calls.close()
-                        throw error
-                    }
-                    // End of input or graceful shutdown: the calls in flight finish and reply first.
-                    await calls.waitUntilEmpty()
-                    calls.close()
-                    await replies.flush()
-                } onCancel: {
-                    calls.cancelAll()
-                }
+    /// The task of one connection: it lives until the connection closes (peer gone, bad frame,
+    /// cancellation) or, on graceful shutdown, until the calls in flight have replied.
+    private func serve(_ connection: RPCServerConnection) async {
+        let channel = connection.channel
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await connection.waitUntilClosedOrDraining()
+            } onGracefulShutdown: {
+                connection.startDraining()
             }
-        } catch {
-            logger.notice("rpc connection closed", metadata: ["reason": "\(error)", "peer_uid": "\(peer.uid)", "peer_pid": "\(peer.pid)"])
+            if connection.isDraining, channel.isActive {
+                await connection.calls.waitUntilEmpty()
+                await connection.replies.flush()
+                try? await channel.close()
+            }
+        } onCancel: {
+            channel.close(promise: nil)
         }
-    }
-
-    private func readCalls(from inbound: NIOAsyncChannelInboundStream<ByteBuffer>, peer: PeerCredentials, calls: CallsInFlight, replies: CoalescingFrameWriter) async throws {
-        for try await buffer in inbound.cancelOnGracefulShutdown() {
-            let frame: RPCWireFrame
-            do {
-                frame = try RPCWireFrame(serializedBytes: Array(buffer.readableBytesView))
-            } catch {
-                throw RPCFrameError.malformedFrame
-            }
-            let callID = frame.callID
-            switch frame.kind {
-            case .request(let request):
-                guard calls.count < configuration.maximumConcurrentCallsPerConnection else {
-                    let busy = RPCWireResponse.failure(RPCError(code: .resourceExhausted, message: "too many calls in flight on this connection"))
-                    replies.write(Self.encode(callID: callID, response: busy))
-                    continue
-                }
-                // The deadline cancels the call (the connection's deadline alarm): never a reply
-                // after the caller has given up.
-                let deadline = RPCServerCore.deadline(of: request)
-                // One task per call, so a slow call never holds up the others; it writes its own
-                // reply and leaves the registry. A call cancelled by the client (Cancel frame or
-                // deadline) gets no reply.
-                let started = calls.start(callID, deadline: deadline.map(NIODeadline.init)) {
-                    Task {
-                        let response = await core.handle(request, peer: peer, deadline: deadline)
-                        if !Task.isCancelled {
-                            replies.write(Self.encode(callID: callID, response: response))
-                        }
-                        calls.finish(callID)
-                    }
-                }
-                guard started else {
-                    throw RPCFrameError.protocolViolation("call id \(callID) already in flight")
-                }
-            case .cancel:
-                calls.cancel(callID)
-            case .response, .none:
-                throw RPCFrameError.protocolViolation("unexpected frame from client")
-            }
+        await connection.calls.waitUntilEmpty()
+        connection.calls.close()
+        if let reason = connection.closeReason {
+            logger.notice("rpc connection closed", metadata: ["reason": "\(reason)", "peer_uid": "\(connection.peer.uid)", "peer_pid": "\(connection.peer.pid)"])
         }
     }
 
@@ -210,6 +163,130 @@ public struct SocketSetupError: Error, CustomStringConvertible {
     public var step: String
     public var errno: Int32
     public var description: String { "\(path): \(step) failed: \(String(cString: strerror(errno)))" }
+}
+
+/// One accepted connection: its peer, its calls, and the writer its replies share. Frames are
+/// handled on the channel's loop as they are decoded (``CallReader``); each request becomes a task.
+private final class RPCServerConnection: Sendable {
+    let channel: any Channel
+    let peer: PeerCredentials
+    let calls: CallsInFlight
+    let replies: CoalescingFrameWriter
+    private let core: RPCServerCore
+    private let maximumConcurrentCalls: Int
+    private let draining = Atomic<Bool>(false)
+    /// Completed when the channel closes or graceful shutdown starts (whichever comes first).
+    private let closedOrDraining: EventLoopPromise<Void>
+    /// Why the connection was closed from this side (a bad frame), for the log.
+    private let failure = Mutex<(any Error)?>(nil)
+
+    init(channel: any Channel, peer: PeerCredentials, core: RPCServerCore, maximumConcurrentCalls: Int) {
+        self.channel = channel
+        self.peer = peer
+        self.core = core
+        self.maximumConcurrentCalls = maximumConcurrentCalls
+        self.calls = CallsInFlight(eventLoop: channel.eventLoop)
+        self.replies = CoalescingFrameWriter(channel: channel)
+        let closedOrDraining = channel.eventLoop.makePromise(of: Void.self)
+        channel.closeFuture.whenComplete { _ in closedOrDraining.succeed(()) }
+        self.closedOrDraining = closedOrDraining
+    }
+
+    var isDraining: Bool { draining.load(ordering: .relaxed) }
+    var closeReason: (any Error)? { failure.withLock { $0 } }
+
+    /// Graceful shutdown: new requests are refused with UNAVAILABLE; the calls in flight go on.
+    func startDraining() {
+        draining.store(true, ordering: .relaxed)
+        closedOrDraining.succeed(())
+    }
+
+    func waitUntilClosedOrDraining() async {
+        try? await closedOrDraining.futureResult.get()
+    }
+
+    /// Records why this side closes the connection; false if it already did.
+    func fail(_ error: any Error) -> Bool {
+        failure.withLock { failure in
+            guard failure == nil else { return false }
+            failure = error
+            return true
+        }
+    }
+
+    /// Handles one inbound frame, on the channel's loop. Throws for a frame that ends the connection.
+    func received(_ buffer: ByteBuffer) throws {
+        guard closeReason == nil else { return }
+        let frame: RPCWireFrame
+        do {
+            frame = try RPCWireFrame(serializedBytes: Array(buffer.readableBytesView))
+        } catch {
+            throw RPCFrameError.malformedFrame
+        }
+        let callID = frame.callID
+        switch frame.kind {
+        case .request(let request):
+            if isDraining {
+                replies.write(UnixSocketServer.encode(callID: callID, response: .failure(RPCError(code: .unavailable, message: "service is shutting down"))))
+                return
+            }
+            guard calls.count < maximumConcurrentCalls else {
+                let busy = RPCWireResponse.failure(RPCError(code: .resourceExhausted, message: "too many calls in flight on this connection"))
+                replies.write(UnixSocketServer.encode(callID: callID, response: busy))
+                return
+            }
+            // The deadline cancels the call (the connection's deadline alarm): never a reply
+            // after the caller has given up.
+            let deadline = RPCServerCore.deadline(of: request)
+            // One task per call, so a slow call never holds up the others; it writes its own
+            // reply and leaves the registry. A call cancelled by the client (Cancel frame or
+            // deadline) gets no reply.
+            let started = calls.start(callID, deadline: deadline.map(NIODeadline.init)) { [core, peer, replies, calls] in
+                Task {
+                    let response = await core.handle(request, peer: peer, deadline: deadline)
+                    if !Task.isCancelled {
+                        replies.write(UnixSocketServer.encode(callID: callID, response: response))
+                    }
+                    calls.finish(callID)
+                }
+            }
+            guard started else {
+                throw RPCFrameError.protocolViolation("call id \(callID) already in flight")
+            }
+        case .cancel:
+            calls.cancel(callID)
+        case .response, .none:
+            throw RPCFrameError.protocolViolation("unexpected frame from client")
+        }
+    }
+}
+
+/// Hands each decoded frame to its connection. A frame the connection refuses closes it, and a
+/// closed connection's calls are cancelled: nobody is left to read their replies.
+private final class CallReader: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+
+    let connection: RPCServerConnection
+
+    init(connection: RPCServerConnection) { self.connection = connection }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        do {
+            try connection.received(unwrapInboundIn(data))
+        } catch {
+            if connection.fail(error) { context.close(promise: nil) }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection.calls.cancelAll()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // From the frame decoder: an oversized or truncated frame.
+        if connection.fail(error) { context.close(promise: nil) }
+    }
 }
 
 /// Calls running on one connection: a Cancel frame or deadline reaches the right one, and the
