@@ -14,7 +14,7 @@ extension AuthHandlers {
     static let userNotFound = RPCError(code: .notFound, message: "user not found")
 
     func activeUser(_ id: UUID, _ context: ServerContext) async throws -> UserRecord {
-        guard let user = try await store.findUser(id: id, logger: context.logger), user.status == "active" else { throw Self.userNotFound }
+        guard let user = try await store.findUser(id: id), user.status == "active" else { throw Self.userNotFound }
         return user
     }
 
@@ -224,7 +224,7 @@ extension AuthHandlers {
         let candidates = try await store.apiKeys(prefix: key.lookupPrefix, logger: context.logger)
         guard let record = candidates.first(where: { ConstantTime.equals($0.keyHMAC, presented) }),
               record.expiresAt.map({ $0 > now }) ?? true,
-              let user = try await store.findUser(id: record.userID, logger: context.logger), user.status == "active"
+              let user = try await store.findUser(id: record.userID), user.status == "active"
         else {
             throw Self.invalidAPIKey
         }
@@ -317,7 +317,7 @@ extension AuthHandlers {
 
     func adminUnlockUser(_ request: AuthAdminUnlockUserRequest, _ context: ServerContext) async throws -> AuthAdminUnlockUserResponse {
         let id = try Self.userID(request.userID)
-        guard let user = try await store.findUser(id: id, logger: context.logger), user.status != "deleted" else { throw Self.userNotFound }
+        guard let user = try await store.findUser(id: id), user.status != "deleted" else { throw Self.userNotFound }
         try await store.unlock(userID: id, logger: context.logger)
         await recordAudit("admin_action", risk: "medium", userID: id, context, details: ["action": "unlock_user", "actor": request.actorUserID])
         var response = AuthAdminUnlockUserResponse()

@@ -301,7 +301,7 @@ public final class AuthHandlers: Sendable {
             throw Self.invalidAccessToken
         }
         guard let jti = UUID(uuidString: claims.jti), UUID(uuidString: claims.sub) != nil,
-              try await !store.isRevoked(jti: jti, logger: context.logger)
+              try await !store.isRevoked(jti: jti)
         else { throw Self.invalidAccessToken }
         var response = AuthVerifyAccessTokenResponse()
         response.principal.userID = claims.sub
@@ -317,7 +317,7 @@ public final class AuthHandlers: Sendable {
     func checkRevoked(_ request: AuthCheckRevokedRequest, _ context: ServerContext) async throws -> AuthCheckRevokedResponse {
         guard let jti = UUID(uuidString: request.jti) else { throw RPCError(code: .invalidArgument, message: "jti must be a UUID") }
         var response = AuthCheckRevokedResponse()
-        response.revoked = try await store.isRevoked(jti: jti, logger: context.logger)
+        response.revoked = try await store.isRevoked(jti: jti)
         return response
     }
 
@@ -325,7 +325,7 @@ public final class AuthHandlers: Sendable {
 
     func getUser(_ request: AuthGetUserRequest, _ context: ServerContext) async throws -> AuthGetUserResponse {
         guard let userID = UUID(uuidString: request.userID) else { throw RPCError(code: .invalidArgument, message: "user_id must be a UUID") }
-        guard let user = try await store.findUser(id: userID, logger: context.logger), user.status != "deleted" else {
+        guard let user = try await store.findUser(id: userID), user.status != "deleted" else {
             throw RPCError(code: .notFound, message: "user not found")
         }
         var response = AuthGetUserResponse()
@@ -336,7 +336,7 @@ public final class AuthHandlers: Sendable {
     func changePassword(_ request: AuthChangePasswordRequest, _ context: ServerContext) async throws -> AuthChangePasswordResponse {
         guard let userID = UUID(uuidString: request.userID) else { throw RPCError(code: .invalidArgument, message: "user_id must be a UUID") }
         let keep = request.sessionID.isEmpty ? nil : UUID(uuidString: request.sessionID)
-        guard let user = try await store.findUser(id: userID, logger: context.logger), user.status == "active" else {
+        guard let user = try await store.findUser(id: userID), user.status == "active" else {
             _ = try await hasher.dummyVerify(request.currentPassword)
             throw Self.invalidCredentials
         }

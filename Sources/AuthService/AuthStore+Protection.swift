@@ -46,7 +46,7 @@ extension AuthStore {
                 updated_at = \(now)
             WHERE id = \(userID) AND status = 'active'
             """, logger: logger)
-        return try await findUser(id: userID, logger: logger)
+        return try await findUser(id: userID)
     }
 
     /// Marks the account deleted and erases what identifies the person (e-mail becomes a

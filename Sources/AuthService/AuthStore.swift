@@ -40,9 +40,11 @@ struct LockedRefreshToken: Sendable {
 public struct AuthStore: Sendable {
     public let client: PostgresClient
     /// `findUser(id:)` and `isRevoked(jti:)` run for every authenticated request at the edge;
-    /// concurrent ones share one query (see `BatchedLookup`).
+    /// concurrent ones share one query (see `BatchedLookup`), which is why they take no logger:
+    /// one query serves the request ids of many callers.
     private let usersByID: BatchedLookup<UUID, UserRecord>
-    private let revokedJTIs: BatchedLookup<UUID, Bool>
+    /// Present (`()`) for a revoked jti, absent otherwise.
+    private let revokedJTIs: BatchedLookup<UUID, Void>
 
     public init(client: PostgresClient) {
         self.client = client
@@ -52,8 +54,8 @@ public struct AuthStore: Sendable {
             return users
         }
         self.revokedJTIs = BatchedLookup { jtis in
-            var revoked: [UUID: Bool] = [:]
-            for try await jti in try await client.execute(RevokedJTIs(jtis: jtis), logger: AuthStore.batchLogger) { revoked[jti] = true }
+            var revoked: [UUID: Void] = [:]
+            for try await jti in try await client.execute(RevokedJTIs(jtis: jtis), logger: AuthStore.batchLogger) { revoked[jti] = () }
             return revoked
         }
     }
@@ -89,7 +91,7 @@ public struct AuthStore: Sendable {
 
     /// Runs on every `GET /v1/me` and each token check: concurrent calls share one prepared
     /// statement execution (PostgreSQL parses and plans it once per connection).
-    public func findUser(id: UUID, logger: Logger) async throws -> UserRecord? {
+    public func findUser(id: UUID) async throws -> UserRecord? {
         try await usersByID.load(id)
     }
 
@@ -273,8 +275,8 @@ public struct AuthStore: Sendable {
     }
 
     /// Prepared: every edge asks this for each live token about twice a second.
-    public func isRevoked(jti: UUID, logger: Logger) async throws -> Bool {
-        try await revokedJTIs.load(jti) ?? false
+    public func isRevoked(jti: UUID) async throws -> Bool {
+        try await revokedJTIs.load(jti) != nil
     }
 
     struct RevokedJTIs: PostgresPreparedStatement {

@@ -359,25 +359,25 @@ struct AuthBatchedReadTests {
                 for round in 0..<20 {
                     for (id, email) in users {
                         group.addTask {
-                            let user = try await store.findUser(id: UUID(uuidString: id)!, logger: quietLogger)
+                            let user = try await store.findUser(id: UUID(uuidString: id)!)
                             #expect(user?.email == email, "round \(round)")
                         }
                     }
                     for id in unknown {
                         group.addTask {
-                            let user = try await store.findUser(id: id, logger: quietLogger)
+                            let user = try await store.findUser(id: id)
                             #expect(user == nil)
                         }
                     }
                     for jti in revoked {
                         group.addTask {
-                            let isRevoked = try await store.isRevoked(jti: jti, logger: quietLogger)
+                            let isRevoked = try await store.isRevoked(jti: jti)
                             #expect(isRevoked)
                         }
                     }
                     for jti in live {
                         group.addTask {
-                            let isRevoked = try await store.isRevoked(jti: jti, logger: quietLogger)
+                            let isRevoked = try await store.isRevoked(jti: jti)
                             #expect(!isRevoked)
                         }
                     }
@@ -390,7 +390,7 @@ struct AuthBatchedReadTests {
             update.userID = someID
             update.fullName = "Renamed Reader"
             _ = try await auth.client().call(AuthAPI.updateUser, update)
-            let renamed = try await store.findUser(id: UUID(uuidString: someID)!, logger: quietLogger)
+            let renamed = try await store.findUser(id: UUID(uuidString: someID)!)
             #expect(renamed?.fullName == "Renamed Reader")
         }
     }

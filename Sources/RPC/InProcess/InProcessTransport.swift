@@ -22,8 +22,8 @@ public struct InProcessTransport: ClientTransport {
             request.timeoutMicros = deadline.remainingMicros
         }
         let response: RPCWireResponse
-        if let deadline = RPCServerCore.deadline(of: request) {
-            // The deadline cancels the call, as the socket server's timer does.
+        if let deadline {
+            // The deadline cancels the call, as the socket server's deadline alarm does.
             response = await withTaskGroup(of: RPCWireResponse?.self) { group in
                 group.addTask { [server, peer, request] in await server.handle(request, peer: peer, deadline: deadline) }
                 group.addTask {
