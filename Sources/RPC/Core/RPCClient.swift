@@ -5,28 +5,20 @@ import SwiftProtobuf
 public struct CallOptions: Sendable {
     public var requestID: String?
     public var deadline: ContinuousClock.Instant?
-    public var metadata: [String: String]
 
-    public init(requestID: String? = nil, deadline: ContinuousClock.Instant? = nil, metadata: [String: String] = [:]) {
+    public init(requestID: String? = nil, deadline: ContinuousClock.Instant? = nil) {
         self.requestID = requestID
         self.deadline = deadline
-        self.metadata = metadata
     }
 
-    public init(requestID: String? = nil, timeout: Duration, metadata: [String: String] = [:]) {
-        self.init(requestID: requestID, deadline: .now + timeout, metadata: metadata)
-    }
-
-    var wireMetadata: [String: String] {
-        var all = metadata
-        if let requestID { all["request-id"] = requestID }
-        return all
+    public init(requestID: String? = nil, timeout: Duration) {
+        self.init(requestID: requestID, deadline: .now + timeout)
     }
 }
 
 /// Moves one serialized unary call to a server and back. Implementations throw only `RPCError`.
 public protocol ClientTransport: Sendable {
-    func unary(method: String, payload: Data, metadata: [String: String], deadline: ContinuousClock.Instant?) async throws -> Data
+    func unary(method: String, payload: Data, requestID: String?, deadline: ContinuousClock.Instant?) async throws -> Data
 }
 
 /// A typed client over any transport.
@@ -48,7 +40,7 @@ public struct RPCClient: Sendable {
         } catch {
             throw RPCError(code: .invalidArgument, message: "request could not be serialized")
         }
-        let reply = try await transport.unary(method: method.fullName, payload: payload, metadata: options.wireMetadata, deadline: options.deadline)
+        let reply = try await transport.unary(method: method.fullName, payload: payload, requestID: options.requestID, deadline: options.deadline)
         do {
             return try Response(serializedBytes: reply)
         } catch {

@@ -67,7 +67,7 @@ public final class RPCServerCore: Sendable {
     /// when it received it (``deadline(of:now:)``) and cancels the calling task at: one instant for
     /// both, so a call the transport cancelled at its deadline is always DEADLINE_EXCEEDED.
     public func handle(_ request: RPCWireRequest, peer: PeerCredentials, deadline: ContinuousClock.Instant?) async -> RPCWireResponse {
-        let requestID = Self.sanitizedRequestID(request.metadata["request-id"])
+        let requestID = Self.sanitizedRequestID(request.requestID)
         var logger = self.logger
         logger[metadataKey: "request_id"] = .string(requestID)
         logger[metadataKey: "rpc_method"] = .string(request.method)
@@ -127,10 +127,13 @@ public final class RPCServerCore: Sendable {
     static func sanitizedRequestID(_ raw: String?) -> String {
         guard let raw, !raw.isEmpty else { return "-" }
         // Bytes, not Unicode properties: this runs on every call.
-        let allowed = raw.utf8.prefix(128).filter { byte in
+        let isAllowed = { (byte: UInt8) in
             (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
                 || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: ":")
         }
+        // The edge's ids are always clean: kept as they are, no copy.
+        if raw.utf8.count <= 128, raw.utf8.allSatisfy(isAllowed) { return raw }
+        let allowed = raw.utf8.prefix(128).filter(isAllowed)
         return allowed.isEmpty ? "-" : String(decoding: allowed, as: UTF8.self)
     }
 }

@@ -88,11 +88,12 @@ public nonisolated struct RPCWireRequest: Sendable {
   /// Relative rather than absolute so that client and server need no shared clock.
   public var timeoutMicros: UInt64 = 0
 
-  /// Call metadata; keys are lower-case ASCII. "request-id" carries the edge's request id.
-  public var metadata: Dictionary<String,String> = [:]
-
   /// The method's request message, serialized.
   public var payload: Data = Data()
+
+  /// The edge's request id, carried to every hop for log correlation (a plain field: a map cost
+  /// a dictionary on both ends of every call).
+  public var requestID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -288,7 +289,7 @@ nonisolated extension RPCWireFrame: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension RPCWireRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}method\0\u{3}timeout_micros\0\u{1}metadata\0\u{1}payload\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}method\0\u{3}timeout_micros\0\u{2}\u{2}payload\0\u{3}request_id\0\u{b}metadata\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -298,8 +299,8 @@ nonisolated extension RPCWireRequest: SwiftProtobuf.Message, SwiftProtobuf._Mess
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.method) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.timeoutMicros) }()
-      case 3: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.payload) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       default: break
       }
     }
@@ -312,11 +313,11 @@ nonisolated extension RPCWireRequest: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if self.timeoutMicros != 0 {
       try visitor.visitSingularUInt64Field(value: self.timeoutMicros, fieldNumber: 2)
     }
-    if !self.metadata.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 3)
-    }
     if !self.payload.isEmpty {
       try visitor.visitSingularBytesField(value: self.payload, fieldNumber: 4)
+    }
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -324,8 +325,8 @@ nonisolated extension RPCWireRequest: SwiftProtobuf.Message, SwiftProtobuf._Mess
   public static func ==(lhs: RPCWireRequest, rhs: RPCWireRequest) -> Bool {
     if lhs.method != rhs.method {return false}
     if lhs.timeoutMicros != rhs.timeoutMicros {return false}
-    if lhs.metadata != rhs.metadata {return false}
     if lhs.payload != rhs.payload {return false}
+    if lhs.requestID != rhs.requestID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

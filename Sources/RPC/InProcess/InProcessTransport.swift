@@ -12,11 +12,11 @@ public struct InProcessTransport: ClientTransport {
         self.peer = peer
     }
 
-    public func unary(method: String, payload: Data, metadata: [String: String], deadline: ContinuousClock.Instant?) async throws -> Data {
+    public func unary(method: String, payload: Data, requestID: String?, deadline: ContinuousClock.Instant?) async throws -> Data {
         var request = RPCWireRequest()
         request.method = method
         request.payload = payload
-        request.metadata = metadata
+        if let requestID { request.requestID = requestID }
         if let deadline {
             if deadline <= .now { throw RPCError(code: .deadlineExceeded, message: "deadline exceeded") }
             request.timeoutMicros = deadline.remainingMicros
