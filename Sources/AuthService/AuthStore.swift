@@ -43,20 +43,23 @@ public struct AuthStore: Sendable {
     /// concurrent ones share one query (see `BatchedLookup`), which is why they take no logger:
     /// one query serves the request ids of many callers.
     private let usersByID: BatchedLookup<UUID, UserRecord>
-    /// Present (`()`) for a revoked jti, absent otherwise.
-    private let revokedJTIs: BatchedLookup<UUID, Void>
+    /// A revoked jti maps to itself; a live one is absent.
+    private let revokedJTIs: BatchedLookup<UUID, UUID>
 
     public init(client: PostgresClient) {
         self.client = client
-        self.usersByID = BatchedLookup { ids in
-            var users: [UUID: UserRecord] = [:]
-            for try await user in try await client.execute(UsersByID(ids: ids), logger: AuthStore.batchLogger) { users[user.id] = user }
-            return users
-        }
-        self.revokedJTIs = BatchedLookup { jtis in
-            var revoked: [UUID: Void] = [:]
-            for try await jti in try await client.execute(RevokedJTIs(jtis: jtis), logger: AuthStore.batchLogger) { revoked[jti] = () }
-            return revoked
+        self.usersByID = Self.batchedLookup(client, UsersByID.init, key: \.id)
+        self.revokedJTIs = Self.batchedLookup(client, RevokedJTIs.init, key: { $0 })
+    }
+
+    /// Point reads by UUID through `statement`, whose rows are keyed by `key`.
+    private static func batchedLookup<Statement: PostgresPreparedStatement>(
+        _ client: PostgresClient, _ statement: @escaping @Sendable ([UUID]) -> Statement, key: @escaping @Sendable (Statement.Row) -> UUID
+    ) -> BatchedLookup<UUID, Statement.Row> where Statement.Row: Sendable {
+        BatchedLookup { keys in
+            var rows: [UUID: Statement.Row] = [:]
+            for try await row in try await client.execute(statement(keys), logger: AuthStore.batchLogger) { rows[key(row)] = row }
+            return rows
         }
     }
 
