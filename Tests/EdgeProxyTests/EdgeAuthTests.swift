@@ -82,12 +82,19 @@ struct EdgeAuthTests {
             #expect(try await edgeA.send(.post, "/v1/auth/logout", headers: bearer(tokens.access)).status == .noContent)
             let loggedOut = ContinuousClock.now
             var status = HTTPResponse.Status.ok
-            while status == .ok && ContinuousClock.now - loggedOut < .seconds(2) {
+            // When each request was sent, not when its answer came back: on a machine running
+            // every suite at once one request can take longer than the whole budget.
+            var lastServedSentAt = loggedOut
+            while status == .ok && ContinuousClock.now - loggedOut < .seconds(5) {
+                let sentAt = ContinuousClock.now
                 status = try await viaB(tokens.access)
-                if status == .ok { try await Task.sleep(for: .milliseconds(50)) }
+                if status == .ok {
+                    lastServedSentAt = sentAt
+                    try await Task.sleep(for: .milliseconds(50))
+                }
             }
             #expect(status == .unauthorized)
-            #expect(ContinuousClock.now - loggedOut < .seconds(1), "revocation effective at every edge within 1 s")
+            #expect(lastServedSentAt - loggedOut < .seconds(1), "revocation effective at every edge within 1 s")
         }
     }
 
