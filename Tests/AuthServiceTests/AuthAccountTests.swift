@@ -183,7 +183,12 @@ struct AuthHS256Tests {
             #expect(verified.amr == ["pwd"])
             // A flipped signature character and a revoked token both fail.
             var tampered = request
-            tampered.accessToken = String(request.accessToken.dropLast()) + (request.accessToken.hasSuffix("A") ? "B" : "A")
+            // The signature's first character: its 6 bits are all signature bits. (The last one's
+            // low bits are base64url padding, so flipping A↔B there can leave the bytes unchanged.)
+            let signatureStart = try #require(request.accessToken.lastIndex(of: ".")).utf16Offset(in: request.accessToken) + 1
+            var characters = Array(request.accessToken)
+            characters[signatureStart] = characters[signatureStart] == "A" ? "Q" : "A"
+            tampered.accessToken = String(characters)
             await #expect(throws: RPCError.self) { try await auth.client().call(AuthAPI.verifyAccessToken, tampered) }
             var logout = AuthLogoutRequest()
             logout.accessToken = login.tokens.accessToken
