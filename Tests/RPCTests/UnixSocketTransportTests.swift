@@ -146,6 +146,25 @@ struct UnixSocketTransportTests {
         }
     }
 
+    /// A connection the server accepted is closed when the server stops, even one its accept loop
+    /// had not yet taken up: such a connection already serves calls, so leaving it open would keep
+    /// a stopped server answering (CI, session 5: the client stayed connected after `run()` ended).
+    @Test func stoppingTheServerClosesEveryAcceptedConnection() async throws {
+        let directory = try makeSocketDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/stop.sock"
+        let server = UnixSocketServer(configuration: .init(path: path), core: RPCServerCore(router: Echo.router(), accessPolicy: Echo.openPolicy(), logger: testLogger), logger: testLogger)
+        let run = Task { try await server.run() }
+        await server.waitUntilListening()
+        // Many connections at once, so some are still queued for the accept loop when it stops.
+        let connections = try (0..<200).map { _ in try RawConnection(path: path) }
+        defer { for connection in connections { connection.close() } }
+        run.cancel()
+        _ = await run.result
+        let stillOpen = connections.indices.first { !connections[$0].serverClosed() }
+        #expect(stillOpen == nil, "connection \(stillOpen ?? -1) of 200 outlived the server")
+    }
+
     @Test(arguments: BadInput.allCases)
     func badInputClosesOnlyThatConnection(_ input: BadInput) async throws {
         try await withServerAndClient(configure: { $0.maximumFrameLength = 64 * 1024 }) { _, client, path in

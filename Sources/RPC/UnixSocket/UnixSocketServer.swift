@@ -67,6 +67,7 @@ public final class UnixSocketServer: Service, Sendable {
         let maximumFrameLength = configuration.maximumFrameLength
         let core = self.core
         let maximumConcurrentCalls = configuration.maximumConcurrentCallsPerConnection
+        let open = OpenConnections()
         let server = try await ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: 256)
             .bind(unixDomainSocketPath: temporaryPath) { channel in
@@ -74,6 +75,7 @@ public final class UnixSocketServer: Service, Sendable {
                     let connection = RPCServerConnection(channel: channel, peer: peer, core: core, maximumConcurrentCalls: maximumConcurrentCalls)
                     try channel.pipeline.syncOperations.addRPCFraming(maximumFrameLength: maximumFrameLength)
                     try channel.pipeline.syncOperations.addHandler(CallReader(connection: connection))
+                    open.insert(connection)
                     return connection
                 }
             }
@@ -98,6 +100,11 @@ public final class UnixSocketServer: Service, Sendable {
 
         // Graceful shutdown closes the listener, which ends the accept loop; each connection then
         // refuses new calls, lets its calls in flight reply, and closes.
+        // A connection serves calls from the moment it is accepted (its frames are handled on the
+        // event loop), but the accept loop may not have taken it up yet when the server stops; on
+        // cancellation NIO drops those unread. `open` closes whatever is left, so a stopped server
+        // never goes on answering.
+        defer { open.closeAll() }
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { connections in
@@ -110,6 +117,7 @@ public final class UnixSocketServer: Service, Sendable {
             }
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
+            open.startDrainingAll()
         }
         logger.info("rpc server stopped", metadata: ["socket": "\(path)"])
     }
@@ -119,11 +127,7 @@ public final class UnixSocketServer: Service, Sendable {
     private func serve(_ connection: RPCServerConnection) async {
         let channel = connection.channel
         await withTaskCancellationHandler {
-            await withGracefulShutdownHandler {
-                await connection.waitUntilClosedOrDraining()
-            } onGracefulShutdown: {
-                connection.startDraining()
-            }
+            await connection.waitUntilClosedOrDraining()
             if connection.isDraining, channel.isActive {
                 await connection.calls.waitUntilEmpty()
                 await connection.replies.flush()
@@ -165,6 +169,54 @@ public struct SocketSetupError: Error, CustomStringConvertible {
     public var description: String { "\(path): \(step) failed: \(String(cString: strerror(errno)))" }
 }
 
+/// The connections accepted and not yet closed, so the server can drain or end every one of
+/// them, including those its accept loop has not taken up yet.
+private final class OpenConnections: Sendable {
+    private enum Phase { case serving, draining, closed }
+
+    private struct State {
+        var connections: [ObjectIdentifier: RPCServerConnection] = [:]
+        var phase = Phase.serving
+    }
+
+    private let state = Mutex(State())
+
+    /// A connection accepted after graceful shutdown started drains at once; one whose set-up
+    /// finishes after the server stopped is closed at once.
+    func insert(_ connection: RPCServerConnection) {
+        let key = ObjectIdentifier(connection)
+        let phase = state.withLock { state in
+            if state.phase != .closed { state.connections[key] = connection }
+            return state.phase
+        }
+        guard phase != .closed else {
+            connection.channel.close(promise: nil)
+            return
+        }
+        connection.channel.closeFuture.whenComplete { _ in
+            _ = self.state.withLock { $0.connections.removeValue(forKey: key) }
+        }
+        if phase == .draining { connection.startDraining() }
+    }
+
+    func startDrainingAll() {
+        let connections = state.withLock { state in
+            if state.phase == .serving { state.phase = .draining }
+            return Array(state.connections.values)
+        }
+        for connection in connections { connection.startDraining() }
+    }
+
+    func closeAll() {
+        let connections = state.withLock { state in
+            state.phase = .closed
+            defer { state.connections = [:] }
+            return Array(state.connections.values)
+        }
+        for connection in connections { connection.channel.close(promise: nil) }
+    }
+}
+
 /// One accepted connection: its peer, its calls, and the writer its replies share. Frames are
 /// handled on the channel's loop as they are decoded (``CallReader``); each request becomes a task.
 private final class RPCServerConnection: Sendable {
@@ -197,7 +249,7 @@ private final class RPCServerConnection: Sendable {
 
     /// Graceful shutdown: new requests are refused with UNAVAILABLE; the calls in flight go on.
     func startDraining() {
-        draining.store(true, ordering: .relaxed)
+        guard !draining.exchange(true, ordering: .relaxed) else { return }
         closedOrDraining.succeed(())
     }
 
