@@ -262,6 +262,48 @@ struct EdgeAuthTests {
         }
     }
 
+    /// C-6: every route the table does not mark public refuses a caller without credentials and
+    /// one with a bogus token or API key, before any service sees the request (the routes whose
+    /// service does not exist yet must answer 401 too, not their 503).
+    @Test func everyNonPublicRouteRefusesCallersWithoutValidCredentials_C6() async throws {
+        try await withEdge { edge in
+            // Exactly SPEC §3's public list (plus the OpenAPI document) is public.
+            let publicRoutes = Set(RouteTable.clau().routes.filter { $0.auth == .public }.map { "\($0.method) \($0.template)" })
+            #expect(publicRoutes == [
+                "POST /v1/auth/register", "POST /v1/auth/login", "POST /v1/auth/refresh",
+                "POST /v1/auth/password/forgot", "POST /v1/auth/password/reset", "GET /.well-known/jwks.json",
+                "POST /v1/stripe/webhook", "GET /healthz", "GET /readyz", "GET /openapi.json",
+            ])
+            let protected = RouteTable.clau().routes.filter { $0.auth != .public }
+            for route in protected {
+                let path = route.template
+                    .replacingOccurrences(of: "{userId}", with: UUID().uuidString.lowercased())
+                    .replacingOccurrences(of: "{orderId}", with: UUID().uuidString.lowercased())
+                    .replacingOccurrences(of: "{ip}", with: "203.0.113.7")
+                #expect(!path.contains("{"), "unfilled parameter in \(route.template)")
+                let body: String? = [.post, .put, .patch].contains(route.method) ? "{}" : nil
+                let name = "\(route.method) \(route.template)"
+                let anonymous = try await edge.send(route.method, path, body: body)
+                #expect(anonymous.status == .unauthorized, "\(name) without credentials")
+                #expect(try anonymous.errorCode() == "unauthenticated", "\(name)")
+                #expect(anonymous.headers[.wwwAuthenticate]?.hasPrefix("Bearer") == true, "\(name)")
+                let forged = try await edge.send(route.method, path, headers: bearer("eyJhbGciOiJFUzI1NiJ9.e30.AAAA"), body: body)
+                #expect(forged.status == .unauthorized, "\(name) with a bogus token")
+                #expect(try forged.errorCode() == "invalid_token", "\(name)")
+                // Routes an API key may never call refuse any key outright (403, without asking
+                // auth); the others ask auth, which knows no such key (401).
+                let key = try await edge.send(route.method, path, headers: [.init("X-API-Key")!: "clau_" + String(repeating: "x", count: 40)], body: body)
+                if route.allowsAPIKey {
+                    #expect(key.status == .unauthorized, "\(name) with an unknown API key")
+                    #expect(try key.errorCode() == "invalid_api_key", "\(name)")
+                } else {
+                    #expect(key.status == .forbidden, "\(name) with an API key")
+                    #expect(try key.errorCode() == "access_token_required", "\(name)")
+                }
+            }
+        }
+    }
+
     @Test func foreignUserIdAnswers404_C7() async throws {
         try await withEdge { edge in
             let alice = try await edge.registerAndLogin("alice@example.com")
