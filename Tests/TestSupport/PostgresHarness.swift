@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOPosix
 import PostgresNIO
+import Synchronization
 
 /// Where the repository is, for scripts and migrations (tests run from any directory).
 public let repositoryRoot: String = URL(fileURLWithPath: #filePath)
@@ -218,15 +219,40 @@ public final class SpawnedProcess: Sendable {
 }
 
 /// Creates a system user for privilege-separation tests (root only) and returns its uid.
+/// Suites run in parallel and useradd/userdel refuse to run while another holds the lock on
+/// /etc/passwd, so the calls of this process take turns and a refused one is retried.
 public func ensureSystemUser(_ name: String) throws -> uid_t {
-    if let entry = getpwnam(name) { return entry.pointee.pw_uid }
-    try Shell.run("/usr/sbin/useradd", ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--user-group", name])
-    guard let entry = getpwnam(name) else { throw HarnessError("useradd \(name) did not create the user") }
-    return entry.pointee.pw_uid
+    try userDatabaseLock.withLock { _ in
+        if let entry = getpwnam(name) { return entry.pointee.pw_uid }
+        try retryingWhileLocked {
+            try Shell.run("/usr/sbin/useradd", ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--user-group", name]) as String
+        }
+        guard let entry = getpwnam(name) else { throw HarnessError("useradd \(name) did not create the user") }
+        return entry.pointee.pw_uid
+    }
 }
 
 public func removeSystemUser(_ name: String) {
-    _ = try? Shell.run("/usr/sbin/userdel", [name]) as String
+    userDatabaseLock.withLock { _ in
+        guard getpwnam(name) != nil else { return }
+        _ = try? retryingWhileLocked { try Shell.run("/usr/sbin/userdel", [name]) as String }
+    }
+}
+
+private let userDatabaseLock = Mutex(())
+
+private func retryingWhileLocked(_ command: () throws -> String) throws {
+    var attempt = 0
+    while true {
+        do {
+            _ = try command()
+            return
+        } catch {
+            attempt += 1
+            guard attempt < 20 else { throw error }
+            usleep(100_000)
+        }
+    }
 }
 
 /// Waits until `path` exists.

@@ -1,0 +1,220 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import NIOCore
+import TestSupport
+import Testing
+
+/// The real `clau-edge` and `clau-auth` binaries, each run as its own system user the way the
+/// systemd units run them (SPEC §1, §5): the edge reads its TLS pair from
+/// `$CREDENTIALS_DIRECTORY`, reaches auth only through auth's socket, and holds nothing else.
+/// Needs root to create the users; skips with a reason otherwise (CI runs as root).
+@Suite("clau-edge and clau-auth processes", .serialized)
+struct EdgeProcessTests {
+    static let authUser = "clau-test-auth"
+    static let edgeUser = "clau-test-edge"
+
+    struct Deployment {
+        var directory: String
+        var postgresSocket: String
+        var authSocket: String
+        var credentials: String
+        var port: Int
+        var pki: TestPKI
+
+        func cleanUp() {
+            _ = try? Shell.run(repositoryRoot + "/scripts/pg-harness", ["stop", directory + "/pg"]) as String
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    /// Binaries, a migrated PostgreSQL cluster, auth's keys (readable by auth only) and the edge's
+    /// credentials directory (readable by the edge only).
+    func deploy(tlsKeyMode: mode_t = 0o400) async throws -> Deployment {
+        let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-edge-proc")
+        let authUID = try ensureSystemUser(Self.authUser)
+        let edgeUID = try ensureSystemUser(Self.edgeUser)
+        let authGID = getpwnam(Self.authUser).pointee.pw_gid
+        let edgeGID = getpwnam(Self.edgeUser).pointee.pw_gid
+        for binary in ["clau-auth", "clau-edge"] {
+            try FileManager.default.copyItem(atPath: repositoryRoot + "/.build/debug/" + binary, toPath: directory + "/" + binary)
+            chmod(directory + "/" + binary, 0o755)
+        }
+
+        // A cluster of its own whose socket directory other users may traverse (the shared test
+        // cluster's stays 0700).
+        let output = try await Shell.run(repositoryRoot + "/scripts/pg-harness", ["start", directory + "/pg"])
+        let port = output.split(separator: "\n").first { $0.hasPrefix("PGPORT=") }.flatMap { Int($0.dropFirst(7)) } ?? 0
+        let postgresSocket = directory + "/pg/.s.PGSQL.\(port)"
+        chmod(directory + "/pg", 0o711)
+        try await Shell.run(repositoryRoot + "/.build/debug/clauctl", ["migrate", "--schema", "auth", "--migrations", repositoryRoot + "/migrations", "--socket", postgresSocket])
+
+        func makeOwnedDirectory(_ path: String, uid: uid_t, gid: gid_t, mode: mode_t) throws {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+            chown(path, uid, gid)
+            chmod(path, mode)
+        }
+        func place(_ bytes: Data, at path: String, uid: uid_t, gid: gid_t, mode: mode_t) {
+            FileManager.default.createFile(atPath: path, contents: bytes)
+            chown(path, uid, gid)
+            chmod(path, mode)
+        }
+        let keys = directory + "/auth-keys"
+        try makeOwnedDirectory(keys, uid: authUID, gid: authGID, mode: 0o700)
+        try await Shell.run("/usr/bin/openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", keys + "/jwt.pem"])
+        chown(keys + "/jwt.pem", authUID, authGID)
+        chmod(keys + "/jwt.pem", 0o400)
+        place(Data((0..<48).map { _ in UInt8.random(in: 0...255) }), at: keys + "/auth-secret", uid: authUID, gid: authGID, mode: 0o400)
+        try makeOwnedDirectory(directory + "/mail", uid: authUID, gid: authGID, mode: 0o700)
+        try makeOwnedDirectory(directory + "/run", uid: authUID, gid: authGID, mode: 0o755)
+
+        let pki = try await TestPKI.shared.value
+        let credentials = directory + "/edge-credentials"
+        try makeOwnedDirectory(credentials, uid: edgeUID, gid: edgeGID, mode: 0o700)
+        place(try Data(contentsOf: URL(fileURLWithPath: pki.certificatePath)), at: credentials + "/tls-cert", uid: edgeUID, gid: edgeGID, mode: 0o444)
+        place(try Data(contentsOf: URL(fileURLWithPath: pki.keyPath)), at: credentials + "/tls-key", uid: edgeUID, gid: edgeGID, mode: tlsKeyMode)
+
+        return Deployment(directory: directory, postgresSocket: postgresSocket, authSocket: directory + "/run/auth.sock",
+                          credentials: credentials, port: try freeLoopbackPort(), pki: pki)
+    }
+
+    func startAuth(_ deployment: Deployment) throws -> SpawnedProcess {
+        try SpawnedProcess.start("/usr/bin/setpriv", [
+            "--reuid=\(Self.authUser)", "--regid=\(Self.authUser)", "--init-groups", "--no-new-privs",
+            deployment.directory + "/clau-auth", "--socket", deployment.authSocket, "--socket-mode", "0666",
+            "--db-socket", deployment.postgresSocket, "--db-connections", "2",
+            "--signing-key", "RS256:proc-1:\(deployment.directory)/auth-keys/jwt.pem",
+            "--secret-file", deployment.directory + "/auth-keys/auth-secret", "--mail", "maildir:\(deployment.directory)/mail",
+            "--edge-user", Self.edgeUser, "--bcrypt-cost", "10", "--bcrypt-threads", "1",
+        ], outputPath: deployment.directory + "/auth.log")
+    }
+
+    func startEdge(_ deployment: Deployment) throws -> SpawnedProcess {
+        try SpawnedProcess.start("/usr/bin/setpriv", [
+            "--reuid=\(Self.edgeUser)", "--regid=\(Self.edgeUser)", "--init-groups", "--no-new-privs",
+            deployment.directory + "/clau-edge", "--host", "127.0.0.1", "--port", "\(deployment.port)", "--redirect-port", "0",
+            "--auth-socket", deployment.authSocket, "--public-base-url", "https://localhost:\(deployment.port)",
+        ], outputPath: deployment.directory + "/edge.log", environment: ["CREDENTIALS_DIRECTORY": deployment.credentials])
+    }
+
+    func send(_ deployment: Deployment, _ method: HTTPRequest.Method, _ path: String, headers: HTTPFields = [:], body: String? = nil) async throws -> TestClient.Response {
+        var headers = headers
+        if body != nil { headers[.contentType] = "application/json" }
+        let configuration = TestClient.Configuration(tlsConfiguration: try deployment.pki.clientTLS(), timeout: .seconds(20), serverName: "localhost")
+        let request = TestClient.Request(path, method: method, authority: "localhost", headers: headers, body: body.map { ByteBuffer(string: $0) })
+        return try await TestClient.withClient(host: "127.0.0.1", port: deployment.port, configuration: configuration) { try await $0.execute(request) }
+    }
+
+    /// The subject of the certificate a new TLS handshake gets.
+    func presentedSubject(_ deployment: Deployment) async throws -> String {
+        let output = try await Shell.run("/usr/bin/openssl", ["s_client", "-connect", "127.0.0.1:\(deployment.port)", "-servername", "localhost", "-CAfile", deployment.pki.caPath])
+        return output.split(separator: "\n").first { $0.hasPrefix("subject=") }.map(String.init) ?? ""
+    }
+
+    func uid(of process: SpawnedProcess) throws -> uid_t? {
+        let status = try String(contentsOfFile: "/proc/\(process.pid)/status", encoding: .utf8)
+        return status.split(separator: "\n").first { $0.hasPrefix("Uid:") }?.split(separator: "\t").dropFirst().first.flatMap { uid_t($0) }
+    }
+
+    @Test func edgeAndAuthServeAsTheirOwnUsersAndTheEdgeReloadsItsCertificateOnSIGHUP_C10_C11_C17() async throws {
+        guard getuid() == 0 else {
+            print("SKIP edgeAndAuthServeAsTheirOwnUsers…: needs root to create service users (uid \(getuid()))")
+            return
+        }
+        defer { removeSystemUser(Self.edgeUser); removeSystemUser(Self.authUser) }
+        let deployment = try await deploy()
+        defer { deployment.cleanUp() }
+        let auth = try startAuth(deployment)
+        defer { auth.signal(SIGKILL) }
+        try await waitForFile(deployment.authSocket)
+        let edge = try startEdge(deployment)
+        defer { edge.signal(SIGKILL) }
+
+        var ready = false
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !ready && ContinuousClock.now < deadline {
+            ready = (try? await send(deployment, .get, "/readyz").status) == .ok
+            if !ready { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        try #require(ready, "edge not ready; edge log: \(edge.output.suffix(2000)) auth log: \(auth.output.suffix(2000))")
+        #expect(try uid(of: edge) == getpwnam(Self.edgeUser).pointee.pw_uid)
+        #expect(try uid(of: auth) == getpwnam(Self.authUser).pointee.pw_uid)
+
+        // A whole session through both processes.
+        let password = "Tq7!vexing-Walrus-orbit"
+        let register = try await send(deployment, .post, "/v1/auth/register", body: #"{"email":"proc@example.com","password":"\#(password)","full_name":"Proc Test"}"#)
+        #expect(register.status == .accepted)
+        let login = try await send(deployment, .post, "/v1/auth/login", body: #"{"email":"proc@example.com","password":"\#(password)"}"#)
+        #expect(login.status == .ok)
+        let tokens = try login.jsonObject()
+        let access = try #require(tokens["access_token"] as? String)
+        let refresh = try #require(tokens["refresh_token"] as? String)
+        let me = try await send(deployment, .get, "/v1/me", headers: bearer(access))
+        #expect(me.status == .ok)
+        #expect(try me.jsonObject()["email"] as? String == "proc@example.com")
+
+        // SIGHUP: the edge reads the pair from $CREDENTIALS_DIRECTORY again; new handshakes get it.
+        #expect(try await presentedSubject(deployment).contains("CN = localhost"))
+        let renewed = try await deployment.pki.issueServerCertificate(commonName: "Clau Reloaded")
+        for (name, bytes, mode) in [("tls-cert", renewed.certificateChainPEM, mode_t(0o444)), ("tls-key", renewed.privateKeyPEM, mode_t(0o400))] {
+            let staging = deployment.credentials + "/." + name
+            FileManager.default.createFile(atPath: staging, contents: Data(bytes))
+            chown(staging, getpwnam(Self.edgeUser).pointee.pw_uid, getpwnam(Self.edgeUser).pointee.pw_gid)
+            chmod(staging, mode)
+            rename(staging, deployment.credentials + "/" + name)
+        }
+        edge.signal(SIGHUP)
+        var reloaded = false
+        let reloadDeadline = ContinuousClock.now + .seconds(10)
+        while !reloaded && ContinuousClock.now < reloadDeadline {
+            reloaded = try await presentedSubject(deployment).contains("CN = Clau Reloaded")
+            if !reloaded { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(reloaded, "new handshakes get the renewed certificate after SIGHUP")
+        #expect(try await send(deployment, .get, "/v1/me", headers: bearer(access)).status == .ok, "and the edge keeps serving")
+
+        // SIGTERM: both stop cleanly, and the edge's access log never held a secret (C-17).
+        edge.signal(SIGTERM)
+        #expect(try await edge.waitForExit() == 0, "edge exit status; log: \(edge.output.suffix(2000))")
+        auth.signal(SIGTERM)
+        #expect(try await auth.waitForExit() == 0, "auth exit status; log: \(auth.output.suffix(2000))")
+        let edgeLog = edge.output
+        #expect(edgeLog.contains("\"route\":\"/v1/me\""), "access log lines were written")
+        for secret in [password, access, refresh, String(decoding: renewed.privateKeyPEM, as: UTF8.self)] {
+            #expect(!edgeLog.contains(secret), "a secret reached the edge's log")
+        }
+    }
+
+    @Test func edgeRefusesToStartWithAGroupReadableTLSKey_C11() async throws {
+        guard getuid() == 0 else {
+            print("SKIP edgeRefusesToStartWithAGroupReadableTLSKey_C11: needs root to create service users (uid \(getuid()))")
+            return
+        }
+        defer { removeSystemUser(Self.edgeUser); removeSystemUser(Self.authUser) }
+        let deployment = try await deploy(tlsKeyMode: 0o440)
+        defer { deployment.cleanUp() }
+        let edge = try startEdge(deployment)
+        defer { edge.signal(SIGKILL) }
+        #expect(try await edge.waitForExit() == 1)
+        let log = edge.output
+        #expect(log.contains("edge refused to start"), "\(log)")
+        #expect(log.contains(deployment.credentials + "/tls-key"), "the message names the file: \(log)")
+        #expect(!log.contains("PRIVATE KEY"), "never the key itself")
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EIO) }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
