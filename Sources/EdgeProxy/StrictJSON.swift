@@ -42,6 +42,12 @@ enum StrictJSON {
         guard object is [String: Any] else {
             throw .validation([FieldProblem(name: "body", problem: "must be a JSON object")])
         }
+        // A field given twice is ambiguous (JSONDecoder keeps the first, other parsers the last):
+        // refused rather than guessed.
+        let duplicates = duplicateTopLevelKeys(in: data)
+        if !duplicates.isEmpty {
+            throw .validation(duplicates.prefix(20).map { FieldProblem(name: sanitizedName($0), problem: "duplicate_field") })
+        }
         let value: T
         do {
             value = try JSONDecoder().decode(T.self, from: data)
@@ -55,6 +61,51 @@ enum StrictJSON {
         let problems = value.problems()
         if !problems.isEmpty { throw .validation(problems) }
         return value
+    }
+
+    /// Keys that occur more than once in the top-level object of `data`, a document
+    /// JSONSerialization has accepted (so strings are terminated and brackets balanced). Keys are
+    /// compared after unescaping: `"\u0065mail"` is `email`.
+    static func duplicateTopLevelKeys(in data: Data) -> [String] {
+        var seen = Set<String>()
+        var duplicates: [String] = []
+        var depth = 0
+        var expectingKey = false
+        var index = data.startIndex
+        while index < data.endIndex {
+            let byte = data[index]
+            switch byte {
+            case UInt8(ascii: "\""):
+                // Find the closing quote, skipping escaped characters.
+                var end = data.index(after: index)
+                var escaped = false
+                while end < data.endIndex {
+                    let inner = data[end]
+                    if escaped { escaped = false } else if inner == UInt8(ascii: "\\") { escaped = true } else if inner == UInt8(ascii: "\"") { break }
+                    end = data.index(after: end)
+                }
+                if depth == 1 && expectingKey {
+                    expectingKey = false
+                    let raw = data[index...min(end, data.index(before: data.endIndex))]
+                    let key = raw.contains(UInt8(ascii: "\\"))
+                        ? (try? JSONDecoder().decode(String.self, from: Data(raw))) ?? ""
+                        : String(decoding: raw.dropFirst().dropLast(), as: UTF8.self)
+                    if !seen.insert(key).inserted, !duplicates.contains(key) { duplicates.append(key) }
+                }
+                index = end
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                expectingKey = depth == 1 && byte == UInt8(ascii: "{")
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                depth -= 1
+            case UInt8(ascii: ","):
+                if depth == 1 { expectingKey = true }
+            default:
+                break
+            }
+            if index < data.endIndex { index = data.index(after: index) }
+        }
+        return duplicates
     }
 
     static func problem(for error: DecodingError) -> FieldProblem {
