@@ -167,6 +167,7 @@ struct EdgeHTTPTests {
                 (#"{"email":"not-an-email","password":"\#(goodPassword)","full_name":"A"}"#, .unprocessableContent, "email", "invalid_email"),
                 (#"{"email":"a@example.com","password":"\#(goodPassword)","full_name":"A","phone":"0044 20 7946"}"#, .unprocessableContent, "phone", "invalid_e164_phone"),
                 (#"{"email":"a@example.com","password":"\#(goodPassword)","full_name":"\#(String(repeating: "x", count: 201))"}"#, .unprocessableContent, "full_name", "too_long"),
+                (#"{"email":"a@example.com","password":"\#(goodPassword)","full_name":"A","email":"b@example.com"}"#, .unprocessableContent, "email", "duplicate_field"),
                 (#"["email"]"#, .unprocessableContent, "body", nil),
                 (#"{"email":"a@example.com","#, .badRequest, nil, nil),
             ]
