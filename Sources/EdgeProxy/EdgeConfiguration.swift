@@ -95,6 +95,9 @@ public struct EdgeConfiguration: Sendable {
         guard revocationCacheTTL >= .zero, revocationCacheTTL < .seconds(1) else {
             throw EdgeStartupError("revocation cache TTL must be under 1 s (R-1)")
         }
+        if case .behindProxy(_, _, let trusted) = listener, let notAnAddress = trusted.first(where: { IPAddress.canonical($0) == nil }) {
+            throw EdgeStartupError("trusted proxy must be an IP address, got \"\(notAnAddress)\" (C-12)")
+        }
         guard maximumInFlightRequests >= 1 else { throw EdgeStartupError("maximum in-flight requests must be at least 1") }
         guard (1024...65536).contains(maximumHeaderBytes) else { throw EdgeStartupError("maximum header bytes must be 1 KiB to 64 KiB") }
         if let hash = adminKeySHA256, hash.count != 32 { throw EdgeStartupError("admin key hash must be 32 bytes (SHA-256)") }

@@ -60,7 +60,7 @@ public func buildApplication(configuration: EdgeConfiguration, logger: Logger, a
             ))
         }
     case .behindProxy(let host, let port, let trusted):
-        let responder = EdgeResponder(state: state, isTLS: false, trustedProxies: Set(trusted))
+        let responder = EdgeResponder(state: state, isTLS: false, trustedProxies: Set(trusted.compactMap(IPAddress.canonical)))
         services.append(Application(
             responder: responder, server: .http1(configuration: http1),
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),

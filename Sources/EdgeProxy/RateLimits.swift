@@ -117,7 +117,9 @@ final class IPBlocklist: Sendable {
     func refresh(requestID: String) async {
         do {
             let response = try await rpc.call(AuthAPI.listIPBlocks, AuthListIPBlocksRequest(), options: CallOptions(requestID: requestID, timeout: timeout))
-            let table = Dictionary(response.blocks.map { ($0.ip, $0.blockedUntil) }, uniquingKeysWith: max)
+            // Keyed by canonical address, as client addresses are (auth stores `::ffff:a.b.c.d`
+            // for a mapped address, which the edge sees as `a.b.c.d`).
+            let table = Dictionary(response.blocks.map { (IPAddress.canonical($0.ip) ?? $0.ip, $0.blockedUntil) }, uniquingKeysWith: max)
             blocks.withLock { $0 = table }
         } catch {
             if EdgeMetrics.isFailure(error) { metrics?.rpcFailed(AuthAPI.listIPBlocks) }

@@ -460,6 +460,14 @@ struct EdgeAuthTests {
             #expect(audit.text.contains("block-req-4711"), "the edge's request id reached auth with the RPC")
             #expect(try await edge.send(.delete, "/v1/admin/ip-blocks/203.0.113.66", headers: adminHeaders).status == .noContent)
             #expect(try await edge.send(.get, "/openapi.json", headers: from("203.0.113.66")).status == .ok)
+
+            // A block holds however the address is spelt, in the block or in the request.
+            for (blocked, seenAs) in [("2001:DB8:0:0::66", "2001:db8::66"), ("::ffff:203.0.113.70", "203.0.113.70"), ("198.51.100.8", "::ffff:198.51.100.8")] {
+                let block = try await edge.send(.post, "/v1/admin/ip-blocks", headers: adminHeaders, body: #"{"ip":"\#(blocked)","duration_seconds":600}"#)
+                #expect(block.status == .noContent, "\(blocked)")
+                let refused = try await edge.send(.get, "/openapi.json", headers: from(seenAs))
+                #expect(refused.status == .forbidden, "blocked \(blocked), request from \(seenAs)")
+            }
         }
     }
 

@@ -104,6 +104,34 @@ struct EdgeHTTPTests {
         }
     }
 
+    /// One spelling per address (C-12, R-4, C-9): a rate-limit key, a blocklist entry and a
+    /// trusted proxy must match however the address was written.
+    @Test func clientAddressesAreCanonical_C12() throws {
+        #expect(IPAddress.canonical("203.0.113.9") == "203.0.113.9")
+        #expect(IPAddress.canonical("2001:DB8:0:0:0:0:0:1") == "2001:db8::1")
+        #expect(IPAddress.canonical("2001:db8:0000::0001") == "2001:db8::1")
+        #expect(IPAddress.canonical("::ffff:203.0.113.9") == "203.0.113.9", "IPv4-mapped: the IPv4 client a dual-stack socket saw")
+        #expect(IPAddress.canonical("::FFFF:CB00:7109") == "203.0.113.9")
+        #expect(IPAddress.canonical("::1") == "::1")
+        for bad in ["", "203.0.113", "203.0.113.09", "203.0.113.256", "1.2.3.4.5", "2001:db8::1::2", "localhost", " 203.0.113.9", "fe80::1%eth0"] {
+            #expect(IPAddress.canonical(bad) == nil, "\(bad)")
+        }
+        let trusted: Set = ["127.0.0.1", "2001:db8::10"]
+        func client(_ peer: String, _ forwardedFor: String) -> String {
+            EdgeResponder.clientAddress(peer: peer, headers: [.init("X-Forwarded-For")!: forwardedFor], trustedProxies: trusted).0
+        }
+        #expect(client("::ffff:127.0.0.1", "2001:DB8::66") == "2001:db8::66", "a mapped proxy peer is the trusted proxy")
+        #expect(client("2001:db8:0::10", "::ffff:198.51.100.7, 2001:DB8::10") == "198.51.100.7", "trusted hops are skipped in any spelling")
+        #expect(client("127.0.0.1", "198.51.100.7, not-an-ip") == "127.0.0.1", "a garbled right-most hop is not believed")
+        #expect(client("198.51.100.99", "203.0.113.5") == "198.51.100.99", "headers from an untrusted peer are ignored")
+
+        var configuration = EdgeConfiguration(listener: .behindProxy(host: "127.0.0.1", port: 0, trustedProxies: ["127.0.0.1", "proxy.internal"]), authSocketPath: "/unused")
+        let error = #expect(throws: EdgeStartupError.self) { try configuration.validate() }
+        #expect(error?.description.contains("proxy.internal") == true)
+        configuration.listener = .behindProxy(host: "127.0.0.1", port: 0, trustedProxies: ["127.0.0.1", "::1"])
+        #expect(throws: Never.self) { try configuration.validate() }
+    }
+
     // MARK: Errors and routing
 
     @Test func unknownPathIs404AndWrongMethodIs405() async throws {
