@@ -244,7 +244,7 @@ let package = Package(
         .testTarget(
             name: "RateLimitingTests",
             dependencies: [
-                "RateLimiting",
+                "RateLimiting", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

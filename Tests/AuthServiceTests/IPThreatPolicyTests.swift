@@ -3,6 +3,7 @@ import Foundation
 import Testing
 
 @testable import AuthService
+import TestSupport
 
 @Suite("Per-IP threat policy (R-4, C-4)")
 struct IPThreatPolicyTests {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import AuthService
+import TestSupport
 
 struct QuotedPrintableTests {
     /// Pieces the random texts are made of: ASCII, '=', spaces and tabs (often at line ends),
@@ -12,7 +13,7 @@ struct QuotedPrintableTests {
         String(repeating: "=", count: 40), String(repeating: " ", count: 90), String(repeating: "é", count: 50),
     ]
 
-    static func randomText(using rng: inout MailTestRandom) -> String {
+    static func randomText(using rng: inout SplitMix64) -> String {
         let count = Int.random(in: 0...60, using: &rng)
         var text = ""
         for _ in 0..<count { text += pieces.randomElement(using: &rng)! }
@@ -20,7 +21,7 @@ struct QuotedPrintableTests {
     }
 
     @Test func qpRoundTripHoldsForRandomTextAndLinesStayWithin76() {
-        var rng = MailTestRandom(seed: 0xC5_0006)
+        var rng = SplitMix64(seed: 0xC5_0006)
         for _ in 0..<3_000 {
             let text = Self.randomText(using: &rng)
             let encoded = QuotedPrintable.encode(text)
@@ -35,7 +36,7 @@ struct QuotedPrintableTests {
     }
 
     @Test func qpRoundTripHoldsForArbitraryBytes() {
-        var rng = MailTestRandom(seed: 42)
+        var rng = SplitMix64(seed: 42)
         for _ in 0..<500 {
             let bytes = (0..<Int.random(in: 0...400, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
             let encoded = QuotedPrintable.encode(bytes: bytes)

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import AuthService
+import TestSupport
 
 @Suite("TOTP (X-5, RFC 6238)")
 struct TOTPTests {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import EdgeProxy
+import TestSupport
 
 /// The edge's body decoder reads bytes from the network: property and fuzz tests that it always
 /// ends in a typed outcome (a value, 400 `malformed_json` or 422 naming printable fields), never a
@@ -150,15 +151,3 @@ struct StrictJSONTests {
     }
 }
 
-/// Deterministic RNG, so a failing case is reproducible from the seed.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -5,6 +5,7 @@ import ServiceLifecycle
 import Testing
 
 @testable import RateLimiting
+import TestSupport
 
 /// Against a real `redis-server` (one per test, on a Unix socket in a temp dir; one test over TCP).
 @Suite("Redis rate limiter (real redis-server)", .serialized)
