@@ -36,10 +36,7 @@ struct EdgeProcessTests {
         let edgeUID = try ensureSystemUser(Self.edgeUser)
         let authGID = getpwnam(Self.authUser).pointee.pw_gid
         let edgeGID = getpwnam(Self.edgeUser).pointee.pw_gid
-        for binary in ["clau-auth", "clau-edge"] {
-            try FileManager.default.copyItem(atPath: repositoryRoot + "/.build/debug/" + binary, toPath: directory + "/" + binary)
-            chmod(directory + "/" + binary, 0o755)
-        }
+        for product in ["clau-auth", "clau-edge"] { _ = try SpawnedProcess.installBuiltProduct(product, in: directory) }
 
         // A cluster of its own whose socket directory other users may traverse (the shared test
         // cluster's stays 0700).
@@ -79,9 +76,8 @@ struct EdgeProcessTests {
     }
 
     func startAuth(_ deployment: Deployment) throws -> SpawnedProcess {
-        try SpawnedProcess.start("/usr/bin/setpriv", [
-            "--reuid=\(Self.authUser)", "--regid=\(Self.authUser)", "--init-groups", "--no-new-privs",
-            deployment.directory + "/clau-auth", "--socket", deployment.authSocket, "--socket-mode", "0666",
+        try SpawnedProcess.start(as: Self.authUser, deployment.directory + "/clau-auth", [
+            "--socket", deployment.authSocket, "--socket-mode", "0666",
             "--db-socket", deployment.postgresSocket, "--db-connections", "2",
             "--signing-key", "RS256:proc-1:\(deployment.directory)/auth-keys/jwt.pem",
             "--secret-file", deployment.directory + "/auth-keys/auth-secret", "--mail", "maildir:\(deployment.directory)/mail",
@@ -90,9 +86,8 @@ struct EdgeProcessTests {
     }
 
     func startEdge(_ deployment: Deployment) throws -> SpawnedProcess {
-        try SpawnedProcess.start("/usr/bin/setpriv", [
-            "--reuid=\(Self.edgeUser)", "--regid=\(Self.edgeUser)", "--init-groups", "--no-new-privs",
-            deployment.directory + "/clau-edge", "--host", "127.0.0.1", "--port", "\(deployment.port)", "--redirect-port", "0",
+        try SpawnedProcess.start(as: Self.edgeUser, deployment.directory + "/clau-edge", [
+            "--host", "127.0.0.1", "--port", "\(deployment.port)", "--redirect-port", "0",
             "--auth-socket", deployment.authSocket, "--public-base-url", "https://localhost:\(deployment.port)",
         ], outputPath: deployment.directory + "/edge.log", environment: ["CREDENTIALS_DIRECTORY": deployment.credentials])
     }

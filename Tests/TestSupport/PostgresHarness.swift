@@ -195,6 +195,21 @@ public final class SpawnedProcess: Sendable {
         return SpawnedProcess(pid: pid, outputPath: outputPath)
     }
 
+    /// Starts `executable` as system user `user` (its own group, no new privileges), the way the
+    /// systemd units run each service.
+    public static func start(as user: String, _ executable: String, _ arguments: [String], outputPath: String, environment: [String: String] = [:]) throws -> SpawnedProcess {
+        try start("/usr/bin/setpriv", ["--reuid=\(user)", "--regid=\(user)", "--init-groups", "--no-new-privs", executable] + arguments,
+                  outputPath: outputPath, environment: environment)
+    }
+
+    /// A copy of the freshly built `product` in `directory` that every user may run.
+    public static func installBuiltProduct(_ product: String, in directory: String) throws -> String {
+        let binary = directory + "/" + product
+        try FileManager.default.copyItem(atPath: repositoryRoot + "/.build/debug/" + product, toPath: binary)
+        chmod(binary, 0o755)
+        return binary
+    }
+
     public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
     public func signal(_ signal: Int32) { kill(pid, signal) }

@@ -21,9 +21,7 @@ struct VaultProcessTests {
     /// Binary, key file and socket directory readable by the vault user only where they must be.
     func deploy(keyFileMode: mode_t = 0o400) throws -> Deployment {
         let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-vault-proc")
-        let binary = directory + "/clau-vault"
-        try FileManager.default.copyItem(atPath: repositoryRoot + "/.build/debug/clau-vault", toPath: binary)
-        chmod(binary, 0o755)
+        let binary = try SpawnedProcess.installBuiltProduct("clau-vault", in: directory)
         let vaultUID = try ensureSystemUser(Self.vaultUser)
         let keyFile = directory + "/fernet-keys"
         let key = try Shell.run(repositoryRoot + "/.build/debug/clauctl", ["vault", "keygen"])
@@ -38,9 +36,8 @@ struct VaultProcessTests {
     }
 
     func startVault(_ deployment: Deployment) throws -> SpawnedProcess {
-        try SpawnedProcess.start("/usr/bin/setpriv", [
-            "--reuid=\(Self.vaultUser)", "--regid=\(Self.vaultUser)", "--init-groups", "--no-new-privs",
-            deployment.binary, "--socket", deployment.socket, "--socket-mode", "0666",
+        try SpawnedProcess.start(as: Self.vaultUser, deployment.binary, [
+            "--socket", deployment.socket, "--socket-mode", "0666",
             "--key-file", deployment.keyFile, "--broker-user", Self.brokerUser,
         ], outputPath: deployment.directory + "/vault.log")
     }
