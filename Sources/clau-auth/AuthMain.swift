@@ -95,25 +95,12 @@ struct AuthMain: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
-        LoggingSystem.bootstrapJSON(level: Logger.Level(rawValue: logLevel) ?? .info)
-        let logger = Logger(label: "clau-auth")
-        do {
-            // Before any key or password hash is read (C-11).
-            try ProcessHardening.disableCoreDumpsAndPtrace()
+        try await ServiceProcess.run(name: "auth", logLevel: logLevel) { logger in
             let service = try await AuthService.build(configuration: try await makeConfiguration(), logger: logger)
-            let group = ServiceGroup(configuration: .init(
-                services: [.init(service: service)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            ))
-            logger.info("auth starting", metadata: [
+            return ServiceProcess.Plan(services: [.init(service: service)], startingMetadata: [
                 "socket": "\(socket)", "signing_kid": "\(service.handlers.issuer.current.kid)",
                 "alg": "\(service.handlers.issuer.current.algorithm.rawValue)", "bcrypt_cost": "\(bcryptCost)",
             ])
-            try await group.run()
-        } catch {
-            logger.critical("auth refused to start", metadata: ["error": "\(error)"])
-            throw ExitCode(1)
         }
     }
 

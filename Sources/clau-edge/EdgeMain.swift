@@ -91,10 +91,7 @@ struct EdgeMain: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
-        LoggingSystem.bootstrapJSON(level: Logger.Level(rawValue: logLevel) ?? .info)
-        let logger = Logger(label: "clau-edge")
-        do {
-            try ProcessHardening.disableCoreDumpsAndPtrace()
+        try await ServiceProcess.run(name: "edge", logLevel: logLevel) { logger in
             var configuration = try makeConfiguration()
             var dependencies: [any Service] = []
             if let redisConfiguration = try makeRedisConfiguration() {
@@ -107,15 +104,13 @@ struct EdgeMain: AsyncParsableCommand {
             if !behindProxy {
                 services.append(.init(service: TLSReloadOnSIGHUP(edge: edge, read: readTLSMaterial, logger: logger)))
             }
-            let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-            logger.info("edge starting", metadata: ["port": "\(port)", "mode": "\(behindProxy ? "behind-proxy" : "https")", "auth_socket": "\(authSocket)", "metrics": "\(metricsPort == 0 ? "off" : "\(metricsHost):\(metricsPort)")"])
             if rateLimitMultiplier != 1 {
                 logger.warning("rate limits multiplied: not for production", metadata: ["multiplier": "\(rateLimitMultiplier)"])
             }
-            try await group.run()
-        } catch {
-            logger.critical("edge refused to start", metadata: ["error": "\(error)"])
-            throw ExitCode(1)
+            return ServiceProcess.Plan(services: services, startingMetadata: [
+                "port": "\(port)", "mode": "\(behindProxy ? "behind-proxy" : "https")", "auth_socket": "\(authSocket)",
+                "metrics": "\(metricsPort == 0 ? "off" : "\(metricsHost):\(metricsPort)")",
+            ])
         }
     }
 
@@ -144,7 +139,9 @@ struct EdgeMain: AsyncParsableCommand {
               let keyPath = tlsKey ?? SecretFile.credentialPath("tls-key")
         else { throw EdgeStartupError("no TLS certificate/key: pass --tls-certificate and --tls-key, or LoadCredential=tls-cert/tls-key") }
         // The certificate is public; the key must be readable by its owner only (C-11).
-        let certificate = try Array(Data(contentsOf: URL(fileURLWithPath: certificatePath)))
+        guard let certificate = FileManager.default.contents(atPath: certificatePath).map(Array.init), !certificate.isEmpty else {
+            throw EdgeStartupError("TLS certificate \(certificatePath): missing, empty or not readable by this user")
+        }
         let key = try SecretFile.read(at: keyPath)
         return EdgeConfiguration.TLSMaterial(certificateChainPEM: certificate, privateKeyPEM: key)
     }

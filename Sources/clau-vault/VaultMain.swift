@@ -42,25 +42,14 @@ struct VaultMain: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
-        LoggingSystem.bootstrapJSON(level: Logger.Level(rawValue: logLevel) ?? .info)
-        let logger = Logger(label: "clau-vault")
-        do {
-            // Before any key is read: no core dump and no ptrace can expose it (C-11).
-            try ProcessHardening.disableCoreDumpsAndPtrace()
+        try await ServiceProcess.run(name: "vault", logLevel: logLevel) { logger in
             let vault = try Vault.build(configuration: try makeConfiguration(), logger: logger)
             let keyReloader = SignalHandlerService(signal: .sighup) {
                 do { try vault.reloadKeys() } catch { logger.error("key reload failed; keeping the old keys", metadata: ["error": "\(error)"]) }
             }
-            let group = ServiceGroup(configuration: .init(
-                services: [.init(service: vault.server), .init(service: keyReloader)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            ))
-            logger.info("vault starting", metadata: ["socket": "\(socket)", "key_ids": "\(vault.handlers.keyIDs.joined(separator: ","))"])
-            try await group.run()
-        } catch {
-            logger.critical("vault refused to start", metadata: ["error": "\(error)"])
-            throw ExitCode(1)
+            return ServiceProcess.Plan(services: [.init(service: vault.server), .init(service: keyReloader)], startingMetadata: [
+                "socket": "\(socket)", "key_ids": "\(vault.handlers.keyIDs.joined(separator: ","))",
+            ])
         }
     }
 
