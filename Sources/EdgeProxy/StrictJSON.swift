@@ -39,12 +39,12 @@ enum StrictJSON {
         } catch {
             throw .malformedJSON()
         }
-        guard object is [String: Any] else {
+        guard let fields = object as? [String: Any] else {
             throw .validation([FieldProblem(name: "body", problem: "must be a JSON object")])
         }
         // A field given twice is ambiguous (JSONDecoder keeps the first, other parsers the last):
         // refused rather than guessed.
-        let duplicates = duplicateTopLevelKeys(in: data)
+        let duplicates = duplicateTopLevelKeys(in: data, distinctCount: fields.count)
         if !duplicates.isEmpty {
             throw .validation(duplicates.prefix(20).map { FieldProblem(name: sanitizedName($0), problem: "duplicate_field") })
         }
@@ -64,11 +64,13 @@ enum StrictJSON {
     }
 
     /// Keys that occur more than once in the top-level object of `data`, a document
-    /// JSONSerialization has accepted (so strings are terminated and brackets balanced). Keys are
-    /// compared after unescaping: `"\u0065mail"` is `email`.
-    static func duplicateTopLevelKeys(in data: Data) -> [String] {
-        var seen = Set<String>()
-        var duplicates: [String] = []
+    /// JSONSerialization has accepted (so strings are terminated and brackets balanced) and found
+    /// `distinctCount` distinct keys in. Cheap when there are none, whatever the body: the keys are
+    /// counted without unescaping them. Only a body with more keys than distinct ones is looked at
+    /// again to name them, comparing keys after unescaping (`"\u0065mail"` is `email`) for the first
+    /// 64 escaped keys (no body has that many fields) and as written after that.
+    static func duplicateTopLevelKeys(in data: Data, distinctCount: Int) -> [String] {
+        var keys: [Range<Data.Index>] = []
         var depth = 0
         var expectingKey = false
         var index = data.startIndex
@@ -86,11 +88,7 @@ enum StrictJSON {
                 }
                 if depth == 1 && expectingKey {
                     expectingKey = false
-                    let raw = data[index...min(end, data.index(before: data.endIndex))]
-                    let key = raw.contains(UInt8(ascii: "\\"))
-                        ? (try? JSONDecoder().decode(String.self, from: Data(raw))) ?? ""
-                        : String(decoding: raw.dropFirst().dropLast(), as: UTF8.self)
-                    if !seen.insert(key).inserted, !duplicates.contains(key) { duplicates.append(key) }
+                    keys.append(index..<min(data.index(after: end), data.endIndex))
                 }
                 index = end
             case UInt8(ascii: "{"), UInt8(ascii: "["):
@@ -104,6 +102,22 @@ enum StrictJSON {
                 break
             }
             if index < data.endIndex { index = data.index(after: index) }
+        }
+        guard keys.count > distinctCount else { return [] }
+
+        var seen = Set<String>()
+        var duplicates: [String] = []
+        var unescaped = 0
+        for range in keys {
+            let quoted = data[range]
+            let key: String
+            if quoted.contains(UInt8(ascii: "\\")), unescaped < 64 {
+                unescaped += 1
+                key = (try? JSONDecoder().decode(String.self, from: Data(quoted))) ?? ""
+            } else {
+                key = String(decoding: quoted.dropFirst().dropLast(), as: UTF8.self)
+            }
+            if !seen.insert(key).inserted, !duplicates.contains(key) { duplicates.append(key) }
         }
         return duplicates
     }

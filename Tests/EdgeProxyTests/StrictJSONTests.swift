@@ -141,13 +141,22 @@ struct StrictJSONTests {
     }
 
     @Test func duplicateScanFollowsStringsAndNesting() {
-        func duplicates(_ text: String) -> [String] { StrictJSON.duplicateTopLevelKeys(in: Data(text.utf8)) }
+        func duplicates(_ text: String) -> [String] {
+            let data = Data(text.utf8)
+            let distinct = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?.count ?? 0
+            return StrictJSON.duplicateTopLevelKeys(in: data, distinctCount: distinct)
+        }
         #expect(duplicates(#"{"a":1,"b":2}"#) == [])
         #expect(duplicates(#"{"a":"x,\"a\":1","b":2}"#) == [], "a key-like text inside a string value")
         #expect(duplicates(#"{"a":[{"a":1},{"a":2}],"b":{"b":1}}"#) == [], "keys of nested objects")
         #expect(duplicates(#"{"a\\":1,"a\\":2}"#) == [#"a\"#])
         #expect(duplicates(#"{"a":1,"b":2,"a":3,"b":4,"a":5}"#) == ["a", "b"])
         #expect(duplicates(#" { "a" : 1 , "a" : 2 } "#) == ["a"])
+        // Many escaped keys (each costs a decode to name): past the first 64 they are compared as
+        // written, so a large body cannot make the naming pass expensive; duplicates are still found.
+        let many = (0..<5000).map { #""a\#($0)":1"# }.joined(separator: ",")
+        #expect(duplicates("{" + many + #","email":1,"email":2}"#) == ["email"])
+        #expect(duplicates(#"{"email":1,"#  + many + #","email":2}"#) == ["email"], "an escaped spelling among the first 64")
     }
 }
 
