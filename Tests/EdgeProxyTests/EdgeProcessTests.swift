@@ -28,51 +28,58 @@ struct EdgeProcessTests {
         }
     }
 
-    /// Binaries, a migrated PostgreSQL cluster, auth's keys (readable by auth only) and the edge's
-    /// credentials directory (readable by the edge only).
-    func deploy(tlsKeyMode: mode_t = 0o400) async throws -> Deployment {
+    /// The edge alone: its binary and its credentials directory (readable by the edge only).
+    func deployEdge(tlsKeyMode: mode_t = 0o400) async throws -> Deployment {
         let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-edge-proc")
-        let authUID = try ensureSystemUser(Self.authUser)
         let edgeUID = try ensureSystemUser(Self.edgeUser)
-        let authGID = getpwnam(Self.authUser).pointee.pw_gid
         let edgeGID = getpwnam(Self.edgeUser).pointee.pw_gid
-        for product in ["clau-auth", "clau-edge"] { _ = try SpawnedProcess.installBuiltProduct(product, in: directory) }
+        _ = try SpawnedProcess.installBuiltProduct("clau-edge", in: directory)
+        let pki = try await TestPKI.shared.value
+        let credentials = directory + "/edge-credentials"
+        try Self.makeOwnedDirectory(credentials, uid: edgeUID, gid: edgeGID, mode: 0o700)
+        Self.place(try Data(contentsOf: URL(fileURLWithPath: pki.certificatePath)), at: credentials + "/tls-cert", uid: edgeUID, gid: edgeGID, mode: 0o444)
+        Self.place(try Data(contentsOf: URL(fileURLWithPath: pki.keyPath)), at: credentials + "/tls-key", uid: edgeUID, gid: edgeGID, mode: tlsKeyMode)
+        return Deployment(directory: directory, postgresSocket: "", authSocket: directory + "/run/auth.sock",
+                          credentials: credentials, port: try freeLoopbackPort(), pki: pki)
+    }
+
+    /// The edge, plus auth: its binary, a migrated PostgreSQL cluster, and its keys (readable by
+    /// auth only).
+    func deploy() async throws -> Deployment {
+        var deployment = try await deployEdge()
+        let directory = deployment.directory
+        let authUID = try ensureSystemUser(Self.authUser)
+        let authGID = getpwnam(Self.authUser).pointee.pw_gid
+        _ = try SpawnedProcess.installBuiltProduct("clau-auth", in: directory)
 
         // A cluster of its own whose socket directory other users may traverse (the shared test
         // cluster's stays 0700).
         let output = try await Shell.run(repositoryRoot + "/scripts/pg-harness", ["start", directory + "/pg"])
         let port = output.split(separator: "\n").first { $0.hasPrefix("PGPORT=") }.flatMap { Int($0.dropFirst(7)) } ?? 0
-        let postgresSocket = directory + "/pg/.s.PGSQL.\(port)"
+        deployment.postgresSocket = directory + "/pg/.s.PGSQL.\(port)"
         chmod(directory + "/pg", 0o711)
-        try await Shell.run(repositoryRoot + "/.build/debug/clauctl", ["migrate", "--schema", "auth", "--migrations", repositoryRoot + "/migrations", "--socket", postgresSocket])
+        try await Shell.run(repositoryRoot + "/.build/debug/clauctl", ["migrate", "--schema", "auth", "--migrations", repositoryRoot + "/migrations", "--socket", deployment.postgresSocket])
 
-        func makeOwnedDirectory(_ path: String, uid: uid_t, gid: gid_t, mode: mode_t) throws {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
-            chown(path, uid, gid)
-            chmod(path, mode)
-        }
-        func place(_ bytes: Data, at path: String, uid: uid_t, gid: gid_t, mode: mode_t) {
-            FileManager.default.createFile(atPath: path, contents: bytes)
-            chown(path, uid, gid)
-            chmod(path, mode)
-        }
         let keys = directory + "/auth-keys"
-        try makeOwnedDirectory(keys, uid: authUID, gid: authGID, mode: 0o700)
+        try Self.makeOwnedDirectory(keys, uid: authUID, gid: authGID, mode: 0o700)
         try await Shell.run("/usr/bin/openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", keys + "/jwt.pem"])
-        chown(keys + "/jwt.pem", authUID, authGID)
-        chmod(keys + "/jwt.pem", 0o400)
-        place(Data((0..<48).map { _ in UInt8.random(in: 0...255) }), at: keys + "/auth-secret", uid: authUID, gid: authGID, mode: 0o400)
-        try makeOwnedDirectory(directory + "/mail", uid: authUID, gid: authGID, mode: 0o700)
-        try makeOwnedDirectory(directory + "/run", uid: authUID, gid: authGID, mode: 0o755)
+        Self.place(try Data(contentsOf: URL(fileURLWithPath: keys + "/jwt.pem")), at: keys + "/jwt.pem", uid: authUID, gid: authGID, mode: 0o400)
+        Self.place(Data((0..<48).map { _ in UInt8.random(in: 0...255) }), at: keys + "/auth-secret", uid: authUID, gid: authGID, mode: 0o400)
+        try Self.makeOwnedDirectory(directory + "/mail", uid: authUID, gid: authGID, mode: 0o700)
+        try Self.makeOwnedDirectory(directory + "/run", uid: authUID, gid: authGID, mode: 0o755)
+        return deployment
+    }
 
-        let pki = try await TestPKI.shared.value
-        let credentials = directory + "/edge-credentials"
-        try makeOwnedDirectory(credentials, uid: edgeUID, gid: edgeGID, mode: 0o700)
-        place(try Data(contentsOf: URL(fileURLWithPath: pki.certificatePath)), at: credentials + "/tls-cert", uid: edgeUID, gid: edgeGID, mode: 0o444)
-        place(try Data(contentsOf: URL(fileURLWithPath: pki.keyPath)), at: credentials + "/tls-key", uid: edgeUID, gid: edgeGID, mode: tlsKeyMode)
+    static func makeOwnedDirectory(_ path: String, uid: uid_t, gid: gid_t, mode: mode_t) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        chown(path, uid, gid)
+        chmod(path, mode)
+    }
 
-        return Deployment(directory: directory, postgresSocket: postgresSocket, authSocket: directory + "/run/auth.sock",
-                          credentials: credentials, port: try freeLoopbackPort(), pki: pki)
+    static func place(_ bytes: Data, at path: String, uid: uid_t, gid: gid_t, mode: mode_t) {
+        FileManager.default.createFile(atPath: path, contents: bytes)
+        chown(path, uid, gid)
+        chmod(path, mode)
     }
 
     func startAuth(_ deployment: Deployment) throws -> SpawnedProcess {
@@ -153,9 +160,7 @@ struct EdgeProcessTests {
         let renewed = try await deployment.pki.issueServerCertificate(commonName: "Clau Reloaded")
         for (name, bytes, mode) in [("tls-cert", renewed.certificateChainPEM, mode_t(0o444)), ("tls-key", renewed.privateKeyPEM, mode_t(0o400))] {
             let staging = deployment.credentials + "/." + name
-            FileManager.default.createFile(atPath: staging, contents: Data(bytes))
-            chown(staging, getpwnam(Self.edgeUser).pointee.pw_uid, getpwnam(Self.edgeUser).pointee.pw_gid)
-            chmod(staging, mode)
+            Self.place(Data(bytes), at: staging, uid: getpwnam(Self.edgeUser).pointee.pw_uid, gid: getpwnam(Self.edgeUser).pointee.pw_gid, mode: mode)
             rename(staging, deployment.credentials + "/" + name)
         }
         edge.signal(SIGHUP)
@@ -185,8 +190,8 @@ struct EdgeProcessTests {
             print("SKIP edgeRefusesToStartWithAGroupReadableTLSKey_C11: needs root to create service users (uid \(getuid()))")
             return
         }
-        defer { removeSystemUser(Self.edgeUser); removeSystemUser(Self.authUser) }
-        let deployment = try await deploy(tlsKeyMode: 0o440)
+        defer { removeSystemUser(Self.edgeUser) }
+        let deployment = try await deployEdge(tlsKeyMode: 0o440)
         defer { deployment.cleanUp() }
         let edge = try startEdge(deployment)
         defer { edge.signal(SIGKILL) }
