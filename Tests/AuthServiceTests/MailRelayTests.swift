@@ -115,7 +115,7 @@ struct MailRelayTests {
         let server = try SpawnedProcess.start("/usr/bin/env", ["python3", "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(port)",
                                                                "-c", "aiosmtpd.handlers.Mailbox", setup.directory + "/received"],
                                               outputPath: setup.directory + "/smtpd.log")
-        defer { server.signal(SIGKILL); _ = waitpid(server.pid, nil, 0) }
+        defer { server.kill() }
         try "account default\nhost 127.0.0.1\nport \(port)\ntls off\nauth off\nfrom bounce@clau.invalid\n"
             .write(toFile: setup.directory + "/msmtprc", atomically: true, encoding: .utf8)
         try write(message(to: "ada@example.com", code: "424242"), setup)

@@ -31,8 +31,8 @@ struct EdgeProcessTests {
     /// The edge alone: its binary and its credentials directory (readable by the edge only).
     func deployEdge(tlsKeyMode: mode_t = 0o400) async throws -> Deployment {
         let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-edge-proc")
-        let edgeUID = try ensureSystemUser(Self.edgeUser)
-        let edgeGID = getpwnam(Self.edgeUser).pointee.pw_gid
+        let edgeUser = try ensureSystemUser(Self.edgeUser)
+        let (edgeUID, edgeGID) = (edgeUser.uid, edgeUser.gid)
         _ = try SpawnedProcess.installBuiltProduct("clau-edge", in: directory)
         let pki = try await TestPKI.shared.value
         let credentials = directory + "/edge-credentials"
@@ -48,8 +48,8 @@ struct EdgeProcessTests {
     func deploy() async throws -> Deployment {
         var deployment = try await deployEdge()
         let directory = deployment.directory
-        let authUID = try ensureSystemUser(Self.authUser)
-        let authGID = getpwnam(Self.authUser).pointee.pw_gid
+        let authUser = try ensureSystemUser(Self.authUser)
+        let (authUID, authGID) = (authUser.uid, authUser.gid)
         _ = try SpawnedProcess.installBuiltProduct("clau-auth", in: directory)
 
         // A cluster of its own whose socket directory other users may traverse (the shared test
@@ -127,10 +127,10 @@ struct EdgeProcessTests {
         let deployment = try await deploy()
         defer { deployment.cleanUp() }
         let auth = try startAuth(deployment)
-        defer { auth.signal(SIGKILL) }
+        defer { auth.kill() }
         try await waitForFile(deployment.authSocket)
         let edge = try startEdge(deployment)
-        defer { edge.signal(SIGKILL) }
+        defer { edge.kill() }
 
         var ready = false
         let deadline = ContinuousClock.now + .seconds(20)
@@ -139,8 +139,8 @@ struct EdgeProcessTests {
             if !ready { try await Task.sleep(for: .milliseconds(100)) }
         }
         try #require(ready, "edge not ready; edge log: \(edge.output.suffix(2000)) auth log: \(auth.output.suffix(2000))")
-        #expect(try uid(of: edge) == getpwnam(Self.edgeUser).pointee.pw_uid)
-        #expect(try uid(of: auth) == getpwnam(Self.authUser).pointee.pw_uid)
+        #expect(try uid(of: edge) == systemUser(Self.edgeUser)?.uid)
+        #expect(try uid(of: auth) == systemUser(Self.authUser)?.uid)
 
         // A whole session through both processes.
         let password = "Tq7!vexing-Walrus-orbit"
@@ -160,7 +160,8 @@ struct EdgeProcessTests {
         let renewed = try await deployment.pki.issueServerCertificate(commonName: "Clau Reloaded")
         for (name, bytes, mode) in [("tls-cert", renewed.certificateChainPEM, mode_t(0o444)), ("tls-key", renewed.privateKeyPEM, mode_t(0o400))] {
             let staging = deployment.credentials + "/." + name
-            Self.place(Data(bytes), at: staging, uid: getpwnam(Self.edgeUser).pointee.pw_uid, gid: getpwnam(Self.edgeUser).pointee.pw_gid, mode: mode)
+            let edgeUser = try #require(systemUser(Self.edgeUser))
+            Self.place(Data(bytes), at: staging, uid: edgeUser.uid, gid: edgeUser.gid, mode: mode)
             rename(staging, deployment.credentials + "/" + name)
         }
         edge.signal(SIGHUP)
@@ -194,7 +195,7 @@ struct EdgeProcessTests {
         let deployment = try await deployEdge(tlsKeyMode: 0o440)
         defer { deployment.cleanUp() }
         let edge = try startEdge(deployment)
-        defer { edge.signal(SIGKILL) }
+        defer { edge.kill() }
         #expect(try await edge.waitForExit() == 1)
         let log = edge.output
         #expect(log.contains("edge refused to start"), "\(log)")

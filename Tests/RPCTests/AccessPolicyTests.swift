@@ -46,9 +46,8 @@ struct AccessPolicyTests {
             print("SKIP callerWithAnotherUidOverTheSocketGetsPermissionDenied_X1: needs root to run the client as 'nobody' (running as uid \(getuid()))")
             return
         }
-        let nobody = try #require(getpwnam("nobody")).pointee.pw_uid
+        let nobody = try #require(systemUser("nobody")).uid
         let script = try copyFixtureToWorldReadableDirectory("rpc_call.py")
-        _ = nobody
         try await withServerAndClient(policy: Echo.openPolicy(uids: [0]), configure: { $0.socketMode = 0o666 }) { _, _, path in
             let asNobody = try await Shell.run("/usr/bin/setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs", "/usr/bin/python3", script, path, "clau.test.Echo/Echo", "1203686921"])
             let refused = try JSONSerialization.jsonObject(with: Data(asNobody.utf8)) as? [String: Any]

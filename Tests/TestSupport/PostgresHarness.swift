@@ -137,7 +137,10 @@ public enum Shell {
         }
         let pid = try spawn(executable, arguments, environment: environment ?? ProcessInfo.processInfo.environment, outputPath: outputPath, errorPath: errorPath)
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // A failed wait (ECHILD: someone else reaped the child) must not read as exit status 0.
+        var waited: pid_t
+        repeat { waited = waitpid(pid, &status, 0) } while waited < 0 && errno == EINTR
+        guard waited == pid else { throw HarnessError("\(executable): waitpid failed (errno \(errno))") }
         let stdout = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
         // WIFEXITED && WEXITSTATUS == 0
         guard status & 0x7f == 0, (status >> 8) & 0xff == 0 else {
@@ -181,6 +184,9 @@ public func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) 
 public final class SpawnedProcess: Sendable {
     public let pid: pid_t
     public let outputPath: String
+    /// The exit status once the child is reaped. Its pid may then belong to another process,
+    /// which a late `signal` (a test's `defer`) must not hit.
+    private let exitStatus = Mutex<Int32?>(nil)
 
     private init(pid: pid_t, outputPath: String) {
         self.pid = pid
@@ -212,55 +218,100 @@ public final class SpawnedProcess: Sendable {
 
     public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
-    public func signal(_ signal: Int32) { kill(pid, signal) }
+    public func signal(_ signal: Int32) {
+        exitStatus.withLock { exitStatus in
+            if exitStatus == nil { Glibc.kill(pid, signal) }
+        }
+    }
 
     /// Waits up to `timeout` for the process to exit; returns its exit status, or nil if it is
     /// still running (it is then killed).
     public func waitForExit(timeout: Duration = .seconds(10)) async throws -> Int32? {
-        let pid = self.pid
-        return try await offThePool {
+        try await offThePool { [self] in
             let deadline = ContinuousClock.now + timeout
-            var status: Int32 = 0
             while ContinuousClock.now < deadline {
-                let result = waitpid(pid, &status, WNOHANG)
-                if result == pid { return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f) }
+                if let status = reap(options: WNOHANG) { return status }
                 usleep(20_000)
             }
-            kill(pid, SIGKILL)
-            waitpid(pid, &status, 0)
+            kill()
             return nil
         }
     }
+
+    /// Kills the process and reaps it (for a test's `defer`).
+    public func kill() {
+        signal(SIGKILL)
+        _ = reap(options: 0)
+    }
+
+    /// The exit status (128 + signal when killed), reaping the child the first time.
+    private func reap(options: Int32) -> Int32? {
+        exitStatus.withLock { exitStatus in
+            if let exitStatus { return exitStatus }
+            var status: Int32 = 0
+            var waited: pid_t
+            repeat { waited = waitpid(pid, &status, options) } while waited < 0 && errno == EINTR
+            guard waited == pid else { return nil }
+            exitStatus = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+            return exitStatus
+        }
+    }
+}
+
+/// A system user's ids, as /etc/passwd lists them.
+public struct SystemUser: Sendable, Equatable {
+    public var uid: uid_t
+    public var gid: gid_t
+}
+
+/// Looks `name` up in /etc/passwd itself, the file useradd writes. Not getpwnam: it returns a
+/// static buffer that parallel suites overwrite, and it answers through NSS.
+public func systemUser(_ name: String) -> SystemUser? {
+    userDatabaseLock.withLock { _ in passwdEntry(name) }
+}
+
+private func passwdEntry(_ name: String) -> SystemUser? {
+    guard let passwd = try? String(contentsOfFile: "/etc/passwd", encoding: .utf8) else { return nil }
+    for line in passwd.split(separator: "\n") {
+        let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+        guard fields.count >= 4, fields[0] == name, let uid = uid_t(fields[2]), let gid = gid_t(fields[3]) else { continue }
+        return SystemUser(uid: uid, gid: gid)
+    }
+    return nil
 }
 
 /// Creates a system user for privilege-separation tests (root only) and returns its uid.
 /// Suites run in parallel and useradd/userdel refuse to run while another holds the lock on
 /// /etc/passwd, so the calls of this process take turns and a refused one is retried.
-public func ensureSystemUser(_ name: String) throws -> uid_t {
+@discardableResult
+public func ensureSystemUser(_ name: String) throws -> SystemUser {
     try userDatabaseLock.withLock { _ in
-        if let entry = getpwnam(name) { return entry.pointee.pw_uid }
+        if let user = passwdEntry(name) { return user }
+        var output = ""
         try retryingWhileLocked {
-            try Shell.run("/usr/sbin/useradd", ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--user-group", name]) as String
+            output = try Shell.run("/usr/sbin/useradd", ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--user-group", name])
         }
-        guard let entry = getpwnam(name) else { throw HarnessError("useradd \(name) did not create the user") }
-        return entry.pointee.pw_uid
+        guard let user = passwdEntry(name) else {
+            throw HarnessError("useradd \(name) succeeded but /etc/passwd has no such user (useradd said: \(output))")
+        }
+        return user
     }
 }
 
 public func removeSystemUser(_ name: String) {
     userDatabaseLock.withLock { _ in
-        guard getpwnam(name) != nil else { return }
-        _ = try? retryingWhileLocked { try Shell.run("/usr/sbin/userdel", [name]) as String }
+        guard passwdEntry(name) != nil else { return }
+        try? retryingWhileLocked { _ = try Shell.run("/usr/sbin/userdel", [name]) as String }
     }
 }
 
 private let userDatabaseLock = Mutex(())
 
-private func retryingWhileLocked(_ command: () throws -> String) throws {
+private func retryingWhileLocked(_ command: () throws -> Void) throws {
     var attempt = 0
     while true {
         do {
-            _ = try command()
+            try command()
             return
         } catch {
             attempt += 1

@@ -22,15 +22,15 @@ struct VaultProcessTests {
     func deploy(keyFileMode: mode_t = 0o400) throws -> Deployment {
         let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-vault-proc")
         let binary = try SpawnedProcess.installBuiltProduct("clau-vault", in: directory)
-        let vaultUID = try ensureSystemUser(Self.vaultUser)
+        let vaultUser = try ensureSystemUser(Self.vaultUser)
         let keyFile = directory + "/fernet-keys"
         let key = try Shell.run(repositoryRoot + "/.build/debug/clauctl", ["vault", "keygen"])
         FileManager.default.createFile(atPath: keyFile, contents: Data(key.utf8))
-        chown(keyFile, vaultUID, gid_t(getpwnam(Self.vaultUser).pointee.pw_gid))
+        chown(keyFile, vaultUser.uid, vaultUser.gid)
         chmod(keyFile, keyFileMode)
         let runDirectory = directory + "/run"
         try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: false)
-        chown(runDirectory, vaultUID, gid_t(getpwnam(Self.vaultUser).pointee.pw_gid))
+        chown(runDirectory, vaultUser.uid, vaultUser.gid)
         chmod(runDirectory, 0o755)
         return Deployment(directory: directory, binary: binary, keyFile: keyFile, socket: runDirectory + "/vault.sock", client: try copyFixtureToWorldReadableDirectory("rpc_call.py"))
     }
@@ -66,12 +66,12 @@ struct VaultProcessTests {
             print("SKIP onlyTheBrokerUidCanDecryptAcrossProcesses_X1: needs root to create service users (uid \(getuid()))")
             return
         }
-        _ = try ensureSystemUser(Self.brokerUser)
+        let brokerUser = try ensureSystemUser(Self.brokerUser)
         defer { removeSystemUser(Self.brokerUser); removeSystemUser(Self.vaultUser) }
         let deployment = try deploy()
         defer { try? FileManager.default.removeItem(atPath: deployment.directory) }
         let vault = try startVault(deployment)
-        defer { vault.signal(SIGKILL) }
+        defer { vault.kill() }
         try await waitForFile(deployment.socket)
 
         var encrypt = VaultEncryptRequest()
@@ -108,7 +108,7 @@ struct VaultProcessTests {
         let log = vault.output
         let key = try String(contentsOfFile: deployment.keyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(log.contains("\"event\":\"vault_decrypt\""))
-        #expect(log.contains("\"caller_uid\":\"\(getpwnam(Self.brokerUser).pointee.pw_uid)\""))
+        #expect(log.contains("\"caller_uid\":\"\(brokerUser.uid)\""))
         #expect(log.contains("\"event\":\"permission_denied\""))
         #expect(!log.contains("alpaca-oauth-secret-123"))
         #expect(!log.contains(key))
@@ -119,12 +119,12 @@ struct VaultProcessTests {
             print("SKIP refusesToStartWithAGroupReadableKeyFile_R10: needs root to create service users (uid \(getuid()))")
             return
         }
-        _ = try ensureSystemUser(Self.brokerUser)
+        try ensureSystemUser(Self.brokerUser)
         defer { removeSystemUser(Self.brokerUser); removeSystemUser(Self.vaultUser) }
         let deployment = try deploy(keyFileMode: 0o644)
         defer { try? FileManager.default.removeItem(atPath: deployment.directory) }
         let vault = try startVault(deployment)
-        defer { vault.signal(SIGKILL) }
+        defer { vault.kill() }
         #expect(try await vault.waitForExit() == 1)
         #expect(vault.output.contains(deployment.keyFile))
         #expect(vault.output.contains("644"))
