@@ -291,10 +291,11 @@ public func ensureSystemUser(_ name: String) throws -> SystemUser {
         try retryingWhileLocked {
             output = try Shell.run("/usr/sbin/useradd", ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--user-group", name])
         }
-        guard let user = passwdEntry(name) else {
-            throw HarnessError("useradd \(name) succeeded but /etc/passwd has no such user (useradd said: \(output))")
+        for _ in 0..<20 {
+            if let user = passwdEntry(name) { return user }
+            usleep(50_000)
         }
-        return user
+        throw HarnessError("useradd \(name) succeeded but /etc/passwd has no such user (useradd said: \(output))")
     }
 }
 
