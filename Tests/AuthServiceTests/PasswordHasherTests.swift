@@ -1,6 +1,7 @@
 import Foundation
 import HummingbirdBcrypt
 import NIOPosix
+import Synchronization
 import TestSupport
 import Testing
 @testable import AuthService
@@ -29,6 +30,12 @@ private let testPool: NIOThreadPool = {
 
 private func hasher(cost: Int = 4) async throws -> PasswordHasher {
     try await PasswordHasher.makeForTesting(cost: cost, threadPool: testPool)
+}
+
+private final class CompletionCount: Sendable {
+    private let count = Mutex(0)
+    func increment() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
 }
 
 @Suite("bcrypt password hashing")
@@ -87,6 +94,36 @@ struct PasswordHasherTests {
         #expect(production.needsRehash(hash))
         #expect(fast.needsRehash("$2a$04$abcdefghijklmnopqrstuu5s2v8.iXieOjg/.AySBTTZIIVFJeBui"), "$2a$ is rewritten as $2b$")
         #expect(try await fast.dummyVerify("anything") == false)
+    }
+
+    /// Every bcrypt call waits for the hasher's own pool: with its only thread held, hash,
+    /// verify and the dummy verify stay pending, and all finish once the thread is free. Were
+    /// bcrypt run on the caller's thread (an event loop, the cooperative pool), they would finish
+    /// while the pool is held.
+    @Test func bcryptRunsOnlyOnTheHashersThreadPool_C3() async throws {
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        let hasher = try await PasswordHasher.makeForTesting(cost: 4, threadPool: pool)
+        let stored = try await hasher.hash("Tq7!vexing-Walrus-orbit")
+
+        let release = DispatchSemaphore(value: 0)
+        defer { release.signal() }  // never leave the thread held when an expectation throws
+        let held = Task { try await pool.runIfActive { release.wait() } }
+        let finished = CompletionCount()
+        async let hashed = { let hash = try await hasher.hash("another-Walrus-orbit-7"); finished.increment(); return hash }()
+        async let verified = { let ok = try await hasher.verify("Tq7!vexing-Walrus-orbit", against: stored); finished.increment(); return ok }()
+        async let dummy = { let ok = try await hasher.dummyVerify("Tq7!vexing-Walrus-orbit"); finished.increment(); return ok }()
+        // Each bcrypt at cost 4 takes about a millisecond; 300 ms is ample time to finish if it
+        // did not queue behind the held thread.
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(finished.value == 0, "bcrypt finished while the hasher's only pool thread was held")
+        release.signal()
+        try await held.value
+        #expect(try await hashed.hasPrefix("$2b$04$"))
+        #expect(try await verified)
+        #expect(try await dummy == false)
+        #expect(finished.value == 3)
+        try await pool.shutdownGracefully()
     }
 
     @Test func pythonBcryptInteroperatesBothWays_C3() async throws {
