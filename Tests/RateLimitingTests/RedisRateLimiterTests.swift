@@ -266,7 +266,7 @@ struct RedisRateLimiterTests {
         // then exits at once): try a few ports.
         for attempt in 1...5 {
             do {
-                try await checkTCPListener(port: try freeTCPPort())
+                try await checkTCPListener(port: try freeLoopbackPort())
                 return
             } catch let error as HarnessError where attempt < 5 && error.description.contains("did not start") {
                 continue

@@ -159,16 +159,6 @@ func withRunningClient<T: Sendable>(
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released).
-func freeTCPPort() throws -> Int {
-    let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-        .bind(host: "127.0.0.1", port: 0).wait()
-    let port = channel.localAddress!.port!
-    try channel.close().wait()
-    return port
-}
-
 /// Counts allowed decisions.
 func allowedCount(_ decisions: [RateLimitDecision]) -> Int { decisions.filter(\.allowed).count }
 

@@ -371,18 +371,29 @@ func spawn(_ executable: String, _ arguments: [String], environment: [String: St
     return pid
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts as a separate
+/// process. Taken from below the kernel's ephemeral range: a port from that range (bind to port
+/// 0) can be handed to any of the parallel suites' outgoing connections before the server binds it.
 public func freeLoopbackPort() throws -> Int {
+    let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+        .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
+    let candidates = 10_000..<max(ephemeralStart, 10_001)
+    for _ in 0..<200 {
+        let port = Int.random(in: candidates)
+        if canBindLoopback(port: port) { return port }
+    }
+    throw HarnessError("no free loopback port in \(candidates)")
+}
+
+private func canBindLoopback(port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw POSIXError(.EIO) }
+    guard fd >= 0 else { return false }
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
+    address.sin_port = UInt16(port).bigEndian
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
 }
