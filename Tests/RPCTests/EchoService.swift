@@ -12,9 +12,11 @@ enum Echo {
         var description: String { "password authentication failed for user clau_auth at /var/lib/secret.sock" }
     }
 
-    static func router(onCancel: (@Sendable () -> Void)? = nil) -> RPCRouter {
+    /// `onStart` runs when a call reaches the handler; `onCancel` when a delayed call is cancelled.
+    static func router(onStart: (@Sendable () -> Void)? = nil, onCancel: (@Sendable () -> Void)? = nil) -> RPCRouter {
         var router = RPCRouter()
         router.register(echo) { request, context in
+            onStart?()
             if request.delayMillis > 0 {
                 do {
                     try await Task.sleep(for: .milliseconds(request.delayMillis))
