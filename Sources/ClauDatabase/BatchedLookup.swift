@@ -42,6 +42,11 @@ public final class BatchedLookup<Key: Hashable & Sendable, Value: Sendable>: Sen
         self.fetch = fetch
     }
 
+    /// Readers waiting for a query slot (a gauge; tests wait on it instead of sleeping).
+    public var waitingReaders: Int {
+        state.withLock { $0.waiting.values.reduce(0) { $0 + $1.count } }
+    }
+
     /// The value for `key`, or nil when there is none.
     public func load(_ key: Key) async throws -> Value? {
         let waiterID = nextWaiterID.wrappingAdd(1, ordering: .relaxed).newValue

@@ -40,6 +40,13 @@ private final class GatedFetch: Sendable {
 
 private struct FetchFailed: Error {}
 
+/// Readers queue on their own tasks: wait until they have (at most 10 s), rather than sleep and
+/// hope.
+private func waitUntil(_ condition: () -> Bool) async {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while !condition() && ContinuousClock.now < deadline { await Task.yield(); try? await Task.sleep(for: .milliseconds(1)) }
+}
+
 @Suite("BatchedLookup: concurrent point reads share one query")
 struct BatchedLookupTests {
     @Test func aLoneReadRunsItsQueryAtOnce() async throws {
@@ -62,7 +69,7 @@ struct BatchedLookupTests {
             for key in [2, 3, 3, 4, 5, 6, 7, 8, 9] {
                 group.addTask { (key, try await lookup.load(key)) }
             }
-            try await Task.sleep(for: .milliseconds(50))
+            await waitUntil { lookup.waitingReaders == 9 }
             #expect(fetch.heldQueries == 1, "nobody else may start a query while the limit is reached")
             fetch.releaseOne()
             await fetch.waitForHeldQueries(1)
@@ -84,7 +91,7 @@ struct BatchedLookupTests {
             group.addTask { _ = try await lookup.load(100) }
             await fetch.waitForHeldQueries(1)
             for key in 1...7 { group.addTask { _ = try await lookup.load(key) } }
-            try await Task.sleep(for: .milliseconds(50))
+            await waitUntil { lookup.waitingReaders == 7 }
             for _ in 0..<4 {
                 await fetch.waitForHeldQueries(1)
                 fetch.releaseOne()
@@ -102,7 +109,7 @@ struct BatchedLookupTests {
         let failing = Task { try await lookup.load(1) }
         await fetch.waitForHeldQueries(1)
         async let queued = lookup.load(3)
-        try await Task.sleep(for: .milliseconds(20))
+        await waitUntil { lookup.waitingReaders == 1 }
         fetch.releaseOne()
         await #expect(throws: FetchFailed.self) { try await failing.value }
         await fetch.waitForHeldQueries(1)
@@ -117,7 +124,7 @@ struct BatchedLookupTests {
         await fetch.waitForHeldQueries(1)
         let cancelled = Task { try await lookup.load(5) }
         let other = Task { try await lookup.load(7) }
-        try await Task.sleep(for: .milliseconds(20))
+        await waitUntil { lookup.waitingReaders == 2 }
         cancelled.cancel()
         await #expect(throws: CancellationError.self) { try await cancelled.value }
         fetch.releaseOne()

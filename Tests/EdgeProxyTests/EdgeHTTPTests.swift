@@ -284,7 +284,11 @@ struct EdgeHTTPTests {
                 connection.send("POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"em")
                 holders.append(connection)
             }
-            try await Task.sleep(for: .milliseconds(300))
+            // Both must be in the handler (counted) before the third arrives.
+            let admitted = ContinuousClock.now + .seconds(10)
+            while edge.edge.state.inFlight.load(ordering: .relaxed) < 2 && ContinuousClock.now < admitted {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             let started = ContinuousClock.now
             let shed = try await edge.send(.get, "/openapi.json")
             #expect(shed.status == .serviceUnavailable)

@@ -281,9 +281,15 @@ struct EdgeMetricsTests {
             #expect(samples.value(requests, ["route": "/v1/auth/register", "method": "POST", "status": "429"]) == 2)
 
             edge.stopAuth()
-            try await Task.sleep(for: .milliseconds(200))
-            #expect(try await edge.send(.get, "/v1/alpaca/account", headers: bearer(tokens.access)).status == .serviceUnavailable)
-            samples = try await edge.metricSamples().samples
+            // Until auth's task has ended (and a cached "not revoked" has expired) a request may
+            // still be checked successfully: 10 s at most.
+            let stopped = ContinuousClock.now + .seconds(10)
+            repeat {
+                #expect(try await edge.send(.get, "/v1/alpaca/account", headers: bearer(tokens.access)).status == .serviceUnavailable)
+                samples = try await edge.metricSamples().samples
+                if (samples.value("clau_edge_auth_rpc_failures_total", ["method": "CheckRevoked"]) ?? 0) >= 1 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            } while ContinuousClock.now < stopped
             #expect((samples.value("clau_edge_auth_rpc_failures_total", ["method": "CheckRevoked"]) ?? 0) >= 1)
             #expect(samples.value("clau_edge_token_rejections_total") == 0, "auth down is not a token rejection")
         }
