@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "rpc-bench", targets: ["rpc-bench"]),
         .executable(name: "vault-bench", targets: ["vault-bench"]),
         .executable(name: "auth-bench", targets: ["auth-bench"]),
+        .executable(name: "clau-fuzz", targets: ["clau-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -218,6 +219,21 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Benchmarks/auth-bench",
+            swiftSettings: swiftSettings
+        ),
+        // libFuzzer harness of the parsers fed by the network or another process (scripts/fuzz);
+        // a plain build replays saved inputs.
+        .target(name: "CClauFuzz", path: "Sources/CClauFuzz"),
+        .executableTarget(
+            name: "clau-fuzz",
+            dependencies: [
+                "CClauFuzz", "RPC", "RateLimiting", "AccessTokens", "EdgeProxy",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
         // Test helpers: a throwaway PostgreSQL cluster, process launching as other users.

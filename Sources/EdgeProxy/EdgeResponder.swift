@@ -93,7 +93,7 @@ struct EdgeResponder: HTTPResponder {
         state.metrics.requestStarted()
         let requestID = Self.requestID(from: request.headers)
         let peer = context.peerIP ?? "-"
-        let (clientIP, forwardedHTTPS) = Self.clientAddress(peer: peer, headers: request.headers, trustedProxies: trustedProxies)
+        let (clientIP, forwardedHTTPS) = IPAddress.clientAddress(peer: peer, headers: request.headers, trustedProxies: trustedProxies)
         var log = AccessLogEntry(requestID: requestID, clientIP: clientIP, method: request.method.rawValue)
         let rateHeaders = RateLimitHeaders()
         let reply: Response
@@ -304,21 +304,6 @@ struct EdgeResponder: HTTPResponder {
         return UUID().uuidString.lowercased()
     }
 
-    /// The client IP: the TCP peer, unless the peer is a configured proxy — then the right-most
-    /// `X-Forwarded-For` entry that is not itself a trusted proxy (C-12).
-    /// Addresses come back canonical (`IPAddress.canonical`); `trustedProxies` must be canonical.
-    static func clientAddress(peer rawPeer: String, headers: HTTPFields, trustedProxies: Set<String>?) -> (String, Bool) {
-        let peer = IPAddress.canonical(rawPeer) ?? rawPeer
-        guard let trustedProxies, trustedProxies.contains(peer) else { return (peer, false) }
-        let forwardedHTTPS = headers[values: .forwardedProto].last?.trimmingOptionalWhitespace.lowercased() == "https"
-        let hops = headers[values: .forwardedFor].flatMap { $0.split(separator: ",") }
-        for rawHop in hops.reversed() {
-            guard let hop = IPAddress.canonical(String(rawHop.trimmingOptionalWhitespace)) else { break }
-            if !trustedProxies.contains(hop) { return (hop, forwardedHTTPS) }
-        }
-        return (peer, forwardedHTTPS)
-    }
-
     func errorResponse(_ error: EdgeError, requestID: String) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
@@ -334,14 +319,15 @@ struct EdgeResponder: HTTPResponder {
     }
 }
 
-enum IPAddress {
+/// `package`: the fuzzer (Sources/clau-fuzz) feeds it header values directly.
+package enum IPAddress {
     static func isValid(_ text: String) -> Bool { canonical(text) != nil }
 
     /// One spelling per address, so the peer, a forwarded hop, a trusted-proxy setting and a
     /// blocklist entry agree however each was written: `inet_ntop`'s form (RFC 5952: lower case,
     /// longest zero run compressed), and an IPv4-mapped IPv6 address (a dual-stack listener's
     /// view of an IPv4 client) as the IPv4 address. Nil for anything that is not an IP literal.
-    static func canonical(_ text: String) -> String? {
+    package static func canonical(_ text: String) -> String? {
         var v4 = in_addr()
         if inet_pton(AF_INET, text, &v4) == 1 { return format(AF_INET, &v4, length: INET_ADDRSTRLEN) }
         var v6 = in6_addr()
@@ -356,8 +342,26 @@ enum IPAddress {
 
     private static func format<Address>(_ family: Int32, _ address: inout Address, length: Int32) -> String? {
         var buffer = [CChar](repeating: 0, count: Int(length))
-        guard inet_ntop(family, &address, &buffer, socklen_t(length)) != nil else { return nil }
-        return String(cString: buffer)
+        let written = withUnsafeBytes(of: &address) { inet_ntop(family, $0.baseAddress, &buffer, socklen_t(length)) }
+        guard written != nil else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+extension IPAddress {
+    /// The client IP: the TCP peer, unless the peer is a configured proxy — then the right-most
+    /// `X-Forwarded-For` entry that is not itself a trusted proxy (C-12).
+    /// Addresses come back canonical (`IPAddress.canonical`); `trustedProxies` must be canonical.
+    package static func clientAddress(peer rawPeer: String, headers: HTTPFields, trustedProxies: Set<String>?) -> (String, Bool) {
+        let peer = IPAddress.canonical(rawPeer) ?? rawPeer
+        guard let trustedProxies, trustedProxies.contains(peer) else { return (peer, false) }
+        let forwardedHTTPS = headers[values: .forwardedProto].last?.trimmingOptionalWhitespace.lowercased() == "https"
+        let hops = headers[values: .forwardedFor].flatMap { $0.split(separator: ",") }
+        for rawHop in hops.reversed() {
+            guard let hop = IPAddress.canonical(String(rawHop.trimmingOptionalWhitespace)) else { break }
+            if !trustedProxies.contains(hop) { return (hop, forwardedHTTPS) }
+        }
+        return (peer, forwardedHTTPS)
     }
 }
 

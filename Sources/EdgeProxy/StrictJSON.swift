@@ -29,8 +29,9 @@ extension Decoder {
     }
 }
 
-enum StrictJSON {
-    static func decode<T: StrictBody>(_ type: T.Type, from data: Data) throws(EdgeError) -> T {
+/// `package`: the fuzzer (Sources/clau-fuzz) feeds it bytes directly.
+package enum StrictJSON {
+    package static func decode<T: StrictBody>(_ type: T.Type, from data: Data) throws(EdgeError) -> T {
         // JSONSerialization first: malformed bytes (400) are told apart from a valid document of the
         // wrong shape (422), and the top level must be an object.
         let object: Any
@@ -194,8 +195,8 @@ enum Check {
 
 // MARK: Request bodies of the routes wired so far
 
-struct RegisterBody: StrictBody {
-    static let allowedFields: Set<String> = ["email", "password", "full_name", "phone"]
+package struct RegisterBody: StrictBody {
+    package static let allowedFields: Set<String> = ["email", "password", "full_name", "phone"]
     var email: String
     var password: String
     var fullName: String
@@ -203,7 +204,7 @@ struct RegisterBody: StrictBody {
 
     enum CodingKeys: String, CodingKey { case email, password, fullName = "full_name", phone }
 
-    init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownFields(allowed: Self.allowedFields)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         email = try c.decode(String.self, forKey: .email)
@@ -212,7 +213,7 @@ struct RegisterBody: StrictBody {
         phone = try c.decodeIfPresent(String.self, forKey: .phone)
     }
 
-    func problems() -> [FieldProblem] {
+    package func problems() -> [FieldProblem] {
         // bcrypt's 72-byte limit and the strength policy are auth's (it names every violation);
         // the edge bounds sizes and formats.
         [Check.email(email), Check.length(password, "password", max: 256), Check.length(fullName, "full_name", max: 200),
@@ -220,15 +221,15 @@ struct RegisterBody: StrictBody {
     }
 }
 
-struct LoginBody: StrictBody {
-    static let allowedFields: Set<String> = ["email", "password", "totp"]
+package struct LoginBody: StrictBody {
+    package static let allowedFields: Set<String> = ["email", "password", "totp"]
     var email: String
     var password: String
     var totp: String?
 
     enum CodingKeys: String, CodingKey { case email, password, totp }
 
-    init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownFields(allowed: Self.allowedFields)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         email = try c.decode(String.self, forKey: .email)
@@ -236,7 +237,7 @@ struct LoginBody: StrictBody {
         totp = try c.decodeIfPresent(String.self, forKey: .totp)
     }
 
-    func problems() -> [FieldProblem] {
+    package func problems() -> [FieldProblem] {
         // No format check on the e-mail at login: a malformed one fails like a wrong password.
         var problems = [Check.length(email, "email", max: 254), Check.length(password, "password", max: 256)].compactMap { $0 }
         if let totp, !(6...8).contains(totp.utf8.count) || !totp.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
@@ -328,12 +329,12 @@ struct ResetPasswordBody: StrictBody {
 }
 
 /// PATCH /v1/me: `phone: null` removes the number; absent fields stay as they are.
-struct UpdateMeBody: StrictBody {
-    static let allowedFields: Set<String> = ["full_name", "phone"]
+package struct UpdateMeBody: StrictBody {
+    package static let allowedFields: Set<String> = ["full_name", "phone"]
     var fullName: String?
     var phone: String?
     var removePhone = false
-    init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownFields(allowed: Self.allowedFields)
         let c = try decoder.container(keyedBy: AnyCodingKey.self)
         let nameKey = AnyCodingKey(stringValue: "full_name"), phoneKey = AnyCodingKey(stringValue: "phone")
@@ -344,7 +345,7 @@ struct UpdateMeBody: StrictBody {
             phone = try c.decodeIfPresent(String.self, forKey: phoneKey)
         }
     }
-    func problems() -> [FieldProblem] {
+    package func problems() -> [FieldProblem] {
         var problems = [fullName.flatMap { Check.length($0, "full_name", max: 200) }, phone.flatMap { Check.phone($0) }].compactMap { $0 }
         if fullName == nil && phone == nil && !removePhone { problems.append(FieldProblem(name: "body", problem: "nothing_to_update")) }
         return problems

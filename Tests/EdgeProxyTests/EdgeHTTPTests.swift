@@ -118,7 +118,7 @@ struct EdgeHTTPTests {
         }
         let trusted: Set = ["127.0.0.1", "2001:db8::10"]
         func client(_ peer: String, _ forwardedFor: String) -> String {
-            EdgeResponder.clientAddress(peer: peer, headers: [.init("X-Forwarded-For")!: forwardedFor], trustedProxies: trusted).0
+            IPAddress.clientAddress(peer: peer, headers: [.init("X-Forwarded-For")!: forwardedFor], trustedProxies: trusted).0
         }
         #expect(client("::ffff:127.0.0.1", "2001:DB8::66") == "2001:db8::66", "a mapped proxy peer is the trusted proxy")
         #expect(client("2001:db8:0::10", "::ffff:198.51.100.7, 2001:DB8::10") == "198.51.100.7", "trusted hops are skipped in any spelling")
