@@ -77,7 +77,7 @@ struct DatabaseHarnessTests {
         let directory = NSTemporaryDirectory() + "migrations-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        FileManager.default.createFile(atPath: directory + "/init.sql", contents: Data("SELECT 1".utf8))
+        try Data("SELECT 1".utf8).write(to: URL(fileURLWithPath: directory + "/init.sql"))
         #expect(throws: MigrationError.badFileName("init.sql")) { try Migration.load(directory: directory) }
         #expect(throws: MigrationError.badSchemaName("Auth; DROP")) { try MigrationRunner(schema: "Auth; DROP") }
     }

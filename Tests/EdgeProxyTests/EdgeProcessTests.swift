@@ -37,8 +37,8 @@ struct EdgeProcessTests {
         let pki = try await TestPKI.shared.value
         let credentials = directory + "/edge-credentials"
         try Self.makeOwnedDirectory(credentials, uid: edgeUID, gid: edgeGID, mode: 0o700)
-        Self.place(try Data(contentsOf: URL(fileURLWithPath: pki.certificatePath)), at: credentials + "/tls-cert", uid: edgeUID, gid: edgeGID, mode: 0o444)
-        Self.place(try Data(contentsOf: URL(fileURLWithPath: pki.keyPath)), at: credentials + "/tls-key", uid: edgeUID, gid: edgeGID, mode: tlsKeyMode)
+        try Self.place(try Data(contentsOf: URL(fileURLWithPath: pki.certificatePath)), at: credentials + "/tls-cert", uid: edgeUID, gid: edgeGID, mode: 0o444)
+        try Self.place(try Data(contentsOf: URL(fileURLWithPath: pki.keyPath)), at: credentials + "/tls-key", uid: edgeUID, gid: edgeGID, mode: tlsKeyMode)
         return Deployment(directory: directory, postgresSocket: "", authSocket: directory + "/run/auth.sock",
                           credentials: credentials, port: try freeLoopbackPort(), pki: pki)
     }
@@ -63,8 +63,8 @@ struct EdgeProcessTests {
         let keys = directory + "/auth-keys"
         try Self.makeOwnedDirectory(keys, uid: authUID, gid: authGID, mode: 0o700)
         try await Shell.run("/usr/bin/openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", keys + "/jwt.pem"])
-        Self.place(try Data(contentsOf: URL(fileURLWithPath: keys + "/jwt.pem")), at: keys + "/jwt.pem", uid: authUID, gid: authGID, mode: 0o400)
-        Self.place(Data((0..<48).map { _ in UInt8.random(in: 0...255) }), at: keys + "/auth-secret", uid: authUID, gid: authGID, mode: 0o400)
+        try Self.place(try Data(contentsOf: URL(fileURLWithPath: keys + "/jwt.pem")), at: keys + "/jwt.pem", uid: authUID, gid: authGID, mode: 0o400)
+        try Self.place(Data((0..<48).map { _ in UInt8.random(in: 0...255) }), at: keys + "/auth-secret", uid: authUID, gid: authGID, mode: 0o400)
         try Self.makeOwnedDirectory(directory + "/mail", uid: authUID, gid: authGID, mode: 0o700)
         try Self.makeOwnedDirectory(directory + "/run", uid: authUID, gid: authGID, mode: 0o755)
         return deployment
@@ -76,8 +76,8 @@ struct EdgeProcessTests {
         chmod(path, mode)
     }
 
-    static func place(_ bytes: Data, at path: String, uid: uid_t, gid: gid_t, mode: mode_t) {
-        FileManager.default.createFile(atPath: path, contents: bytes)
+    static func place(_ bytes: Data, at path: String, uid: uid_t, gid: gid_t, mode: mode_t) throws {
+        try bytes.write(to: URL(fileURLWithPath: path))
         chown(path, uid, gid)
         chmod(path, mode)
     }
@@ -161,7 +161,7 @@ struct EdgeProcessTests {
         for (name, bytes, mode) in [("tls-cert", renewed.certificateChainPEM, mode_t(0o444)), ("tls-key", renewed.privateKeyPEM, mode_t(0o400))] {
             let staging = deployment.credentials + "/." + name
             let edgeUser = try #require(systemUser(Self.edgeUser))
-            Self.place(Data(bytes), at: staging, uid: edgeUser.uid, gid: edgeUser.gid, mode: mode)
+            try Self.place(Data(bytes), at: staging, uid: edgeUser.uid, gid: edgeUser.gid, mode: mode)
             rename(staging, deployment.credentials + "/" + name)
         }
         edge.signal(SIGHUP)

@@ -213,7 +213,7 @@ struct UnixSocketTransportTests {
         let directory = try makeSocketDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/not-a-socket"
-        FileManager.default.createFile(atPath: path, contents: Data("keep me".utf8))
+        try Data("keep me".utf8).write(to: URL(fileURLWithPath: path))
         let server = UnixSocketServer(configuration: .init(path: path), core: RPCServerCore(router: Echo.router(), accessPolicy: Echo.openPolicy(), logger: testLogger), logger: testLogger)
         await #expect(throws: SocketSetupError.self) { try await server.run() }
         #expect(FileManager.default.contents(atPath: path) == Data("keep me".utf8))

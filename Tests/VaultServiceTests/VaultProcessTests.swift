@@ -25,7 +25,7 @@ struct VaultProcessTests {
         let vaultUser = try ensureSystemUser(Self.vaultUser)
         let keyFile = directory + "/fernet-keys"
         let key = try Shell.run(repositoryRoot + "/.build/debug/clauctl", ["vault", "keygen"])
-        FileManager.default.createFile(atPath: keyFile, contents: Data(key.utf8))
+        try Data(key.utf8).write(to: URL(fileURLWithPath: keyFile))
         chown(keyFile, vaultUser.uid, vaultUser.gid)
         chmod(keyFile, keyFileMode)
         let runDirectory = directory + "/run"

@@ -16,7 +16,7 @@ private func makeKeyFile(_ keys: [FernetKey], mode: mode_t = 0o400) throws -> St
     let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-vault-keys")
     let path = directory + "/fernet-keys"
     let text = keys.map(\.base64URLEncoded).joined(separator: "\n") + "\n"
-    FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: Int(mode)])
+    try Data(text.utf8).write(to: URL(fileURLWithPath: path))
     chmod(path, mode)
     return path
 }
