@@ -17,6 +17,7 @@ enum FuzzTargets {
         "rpc-frames": rpcFrames,
         "resp": resp,
         "access-token": accessToken,
+        "jwks": jwks,
         "json-body": jsonBody,
         "forwarded-for": forwardedFor,
     ]
@@ -83,6 +84,17 @@ enum FuzzTargets {
         fuzzInvariant(claims.iss == "clau-auth" && claims.aud == "clau-api", "a token for another issuer or audience verified")
         fuzzInvariant(claims.exp > now && claims.nbf <= now && claims.iat <= now, "a token outside its validity window verified")
         fuzzInvariant(UUID(uuidString: claims.sub) != nil && UUID(uuidString: claims.jti) != nil, "a token with a malformed subject or id verified")
+    }
+
+    /// What the edge reads from auth at start and on an unknown `kid`: the JWKS document. Only
+    /// asymmetric, allowlisted keys with a sane `kid` may come out of it, never a shared secret.
+    @Sendable static func jwks(_ bytes: UnsafeRawBufferPointer) {
+        let document = String(decoding: bytes, as: UTF8.self)
+        let keys = blockingWait { await VerificationKey.publicKeys(fromJWKS: document) }
+        for key in keys {
+            fuzzInvariant(key.algorithm.isAsymmetric, "a JWKS yielded a symmetric key")
+            fuzzInvariant(!key.kid.isEmpty && key.kid.utf8.count <= 128, "a JWKS yielded a key with an unusable kid")
+        }
     }
 
     /// What the edge reads as a request body: the strict decoders of the routes whose bodies
