@@ -280,15 +280,17 @@ private func passwdEntry(_ name: String) -> SystemUser? {
     return nil
 }
 
-/// Creates a system user for privilege-separation tests (root only) and returns its uid.
+/// Creates a system user for privilege-separation tests (root only) and returns its ids.
 /// Suites run in parallel and useradd/userdel refuse to run while another holds the lock on
-/// /etc/passwd, so the calls of this process take turns and a refused one is retried.
+/// /etc/passwd, so the calls of this process take turns and a refused one is retried (unless the
+/// user exists by then: an attempt may have succeeded without our seeing its status).
 @discardableResult
 public func ensureSystemUser(_ name: String) throws -> SystemUser {
     try userDatabaseLock.withLock { _ in
         if let user = passwdEntry(name) { return user }
         var output = ""
         try retryingWhileLocked {
+            guard passwdEntry(name) == nil else { return }
             output = try Shell.run("/usr/sbin/useradd", ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--user-group", name])
         }
         for _ in 0..<20 {
