@@ -55,9 +55,10 @@ enum FuzzTargets {
         }
     }
 
-    static let tokenSecret = SymmetricKey(data: [UInt8](repeating: 0x42, count: 32))
+    /// A fixed test secret: the harness signs the claims it generates with it.
+    static let tokenSecret = [UInt8](repeating: 0x42, count: 32)
     static let tokenVerifier: AccessTokenVerifier = {
-        let key = blockingWait { try await VerificationKey.hmac(secret: [UInt8](repeating: 0x42, count: 32), kid: "fuzz") }
+        let key = blockingWait { try await VerificationKey.hmac(secret: tokenSecret, kid: "fuzz") }
         return AccessTokenVerifier(keys: [key], issuer: "clau-auth", audience: "clau-api")
     }()
     static let tokenNow = Date(timeIntervalSince1970: 1_800_000_000)
@@ -76,7 +77,7 @@ enum FuzzTargets {
         } else {
             let header = Base64URL.encode(Array(#"{"alg":"HS256","kid":"fuzz","typ":"at+jwt"}"#.utf8))
             let signingInput = header + "." + Base64URL.encode(Array(rest))
-            let signature = HMAC<SHA256>.authenticationCode(for: Array(signingInput.utf8), using: tokenSecret)
+            let signature = HMAC<SHA256>.authenticationCode(for: Array(signingInput.utf8), using: SymmetricKey(data: tokenSecret))
             token = signingInput + "." + Base64URL.encode(Array(signature))
         }
         guard let claims = try? tokenVerifier.verify(token, now: tokenNow) else { return }
