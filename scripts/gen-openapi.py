@@ -24,11 +24,11 @@ r("post", "/v1/auth/refresh", "public", "RefreshRequest", "200", "TokenPair", "R
 r("post", "/v1/auth/password/forgot", "public", "ForgotPasswordRequest", "202", "Accepted", "E-mail a reset code", ["400", "415", "422", "429", "503"])
 r("post", "/v1/auth/password/reset", "public", "ResetPasswordRequest", "204", None, "Reset the password with a code", ["400", "401", "403", "415", "422", "429", "503"])
 r("post", "/v1/stripe/webhook", "public", "Object", "204", None, "Stripe webhook (Stripe-Signature checked)", ["400", "401", "503"])
-r("post", "/v1/auth/logout", "user", None, "204", None, "Revoke this session", ["401", "503"])
+r("post", "/v1/auth/logout", "user", None, "204", None, "Revoke this session (access token only)", ["401", "403", "503"])
 r("get", "/v1/me", "user", None, "200", "User", "The caller's account", ["401", "404", "503"])
 r("patch", "/v1/me", "user", "UpdateMeRequest", "200", "User", "Update the caller's profile (phone null removes it)", ["400", "401", "415", "422", "503"])
 r("delete", "/v1/me", "user", "PasswordConfirmation", "204", None, "Delete the caller's account (access token only)", ["400", "401", "403", "415", "422", "503"])
-r("post", "/v1/me/password", "user", "ChangePasswordRequest", "204", None, "Change password (other sessions revoked)", ["400", "401", "415", "422", "429", "503"])
+r("post", "/v1/me/password", "user", "ChangePasswordRequest", "204", None, "Change password (other sessions revoked; access token only)", ["400", "401", "403", "415", "422", "429", "503"])
 r("get", "/v1/me/sessions", "user", None, "200", "Sessions", "The caller's live sessions", ["401", "403", "503"])
 r("post", "/v1/me/mfa/totp", "user", None, "201", "TOTPEnrollment", "Start TOTP enrollment (secret shown once)", ["401", "403", "409", "503"])
 r("post", "/v1/me/mfa/totp/confirm", "user", "TOTPCode", "204", None, "Confirm TOTP enrollment", ["400", "401", "403", "415", "422", "503"])
@@ -38,7 +38,7 @@ r("delete", "/v1/me/api-keys", "user", "IDRequest", "204", None, "Revoke an API 
 r("get", "/v1/me/notification-preferences", "user", None, "200", "NotificationPreferences", "Notification preferences", ["401", "503"])
 r("put", "/v1/me/notification-preferences", "user", "NotificationPreferences", "200", "NotificationPreferences", "Replace notification preferences", ["400", "401", "415", "422", "503"])
 r("post", "/v1/me/devices", "user", "DeviceRequest", "201", "Device", "Register an FCM token", ["400", "401", "415", "422", "503"])
-r("delete", "/v1/me/devices", "user", "DeviceRequest", "204", None, "Remove an FCM token", ["400", "401", "404", "415", "422", "503"])
+r("delete", "/v1/me/devices", "user", "DeviceRemovalRequest", "204", None, "Remove an FCM token", ["400", "401", "404", "415", "422", "503"])
 r("get", "/v1/users/{userId}/subscription", "user", None, "200", "Object", "The user's subscription (owner only)", ["401", "404", "503"])
 r("get", "/v1/alpaca/oauth/authorize-url", "user", None, "200", "Object", "Alpaca OAuth URL", ["401", "503"])
 r("post", "/v1/alpaca/oauth/callback", "user", "Object", "204", None, "Complete Alpaca OAuth", ["400", "401", "415", "422", "503"])
@@ -66,6 +66,8 @@ DESCRIPTIONS = {"400": "Malformed request (bad JSON)", "401": "Missing, invalid,
                 "431": "Headers too large", "500": "Internal error (no details)", "503": "Unavailable or overloaded (Retry-After)", "504": "Upstream timeout"}
 
 s = lambda **kw: {"type": "string", **kw}
+# bcrypt reads 72 bytes: auth refuses longer new passwords rather than ignore the rest (R-6).
+NEW_PASSWORD = s(minLength=1, maxLength=72, description="At most 72 bytes of UTF-8")
 schemas = {
     "Error": {"type": "object", "required": ["error"], "additionalProperties": False, "properties": {"error": {
         "type": "object", "required": ["code", "message", "request_id"], "additionalProperties": False, "properties": {
@@ -77,17 +79,18 @@ schemas = {
     "Ready": {"type": "object", "required": ["status"], "properties": {"status": s(), "checks": {"type": "object", "additionalProperties": s()}}},
     "JWKS": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
     "RegisterRequest": {"type": "object", "required": ["email", "password", "full_name"], "additionalProperties": False, "properties": {
-        "email": s(format="email", maxLength=254), "password": s(minLength=1, maxLength=256), "full_name": s(minLength=1, maxLength=200),
+        "email": s(format="email", maxLength=254), "password": NEW_PASSWORD, "full_name": s(minLength=1, maxLength=200),
         "phone": s(pattern="^\\+[1-9][0-9]{6,14}$")}},
     "LoginRequest": {"type": "object", "required": ["email", "password"], "additionalProperties": False, "properties": {
         "email": s(minLength=1, maxLength=254), "password": s(minLength=1, maxLength=256), "totp": s(pattern="^[0-9]{6,8}$")}},
     "RefreshRequest": {"type": "object", "required": ["refresh_token"], "additionalProperties": False, "properties": {"refresh_token": s(minLength=1, maxLength=128)}},
     "ForgotPasswordRequest": {"type": "object", "required": ["email"], "additionalProperties": False, "properties": {"email": s(format="email", maxLength=254)}},
     "ResetPasswordRequest": {"type": "object", "required": ["email", "code", "new_password"], "additionalProperties": False, "properties": {
-        "email": s(format="email", maxLength=254), "code": s(pattern="^[0-9]{6,10}$"), "new_password": s(minLength=1, maxLength=256)}},
+        "email": s(format="email", maxLength=254), "code": s(pattern="^[0-9]{6,10}$"), "new_password": NEW_PASSWORD}},
     "ChangePasswordRequest": {"type": "object", "required": ["current_password", "new_password"], "additionalProperties": False, "properties": {
-        "current_password": s(minLength=1, maxLength=256), "new_password": s(minLength=1, maxLength=256)}},
-    "UpdateMeRequest": {"type": "object", "additionalProperties": False, "properties": {"full_name": s(minLength=1, maxLength=200), "phone": s(pattern="^\\+[1-9][0-9]{6,14}$")}},
+        "current_password": s(minLength=1, maxLength=256), "new_password": NEW_PASSWORD}},
+    "UpdateMeRequest": {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": {"full_name": s(minLength=1, maxLength=200),
+        "phone": {"type": ["string", "null"], "pattern": "^\\+[1-9][0-9]{6,14}$", "description": "null removes the phone"}}},
     "RevokeSessionsRequest": {"type": "object", "additionalProperties": False, "properties": {"reason": s(maxLength=32)}},
     "PasswordConfirmation": {"type": "object", "required": ["password"], "additionalProperties": False, "properties": {"password": s(minLength=1, maxLength=256)}},
     "Sessions": {"type": "object", "required": ["sessions"], "properties": {"sessions": {"type": "array", "items": {"type": "object", "properties": {
@@ -98,12 +101,13 @@ schemas = {
     "APIKey": {"type": "object", "required": ["id", "prefix", "name", "created_at"], "properties": {"id": s(), "prefix": s(), "name": s(),
         "created_at": s(format="date-time"), "expires_at": {"type": ["string", "null"]}, "last_used_at": {"type": ["string", "null"]}}},
     "APIKeys": {"type": "object", "required": ["api_keys"], "properties": {"api_keys": {"type": "array", "items": ref("APIKey")}}},
-    "CreateAPIKeyRequest": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {"name": s(minLength=1, maxLength=100), "expires_at": {"type": "integer"}}},
+    "CreateAPIKeyRequest": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {"name": s(minLength=1, maxLength=100), "expires_at": {"type": ["integer", "null"], "description": "Unix seconds; null or absent: no expiry"}}},
     "CreatedAPIKey": {"type": "object", "required": ["api_key", "secret"], "properties": {"api_key": ref("APIKey"), "secret": s(pattern="^clau_[0-9a-f]{64}$")}},
     "IDRequest": {"type": "object", "required": ["id"], "additionalProperties": False, "properties": {"id": s(minLength=1, maxLength=64)}},
     "NotificationPreferences": {"type": "object", "required": ["security_email", "order_push", "price_alert_push", "marketing_email"], "additionalProperties": False,
         "properties": {k: {"type": "boolean"} for k in ["security_email", "order_push", "price_alert_push", "marketing_email"]}},
-    "DeviceRequest": {"type": "object", "required": ["fcm_token"], "additionalProperties": False, "properties": {"fcm_token": s(minLength=1, maxLength=4096), "platform": {"enum": ["ios", "android"]}}},
+    "DeviceRequest": {"type": "object", "required": ["fcm_token", "platform"], "additionalProperties": False, "properties": {"fcm_token": s(minLength=1, maxLength=4096), "platform": {"enum": ["ios", "android"]}}},
+    "DeviceRemovalRequest": {"type": "object", "required": ["fcm_token"], "additionalProperties": False, "properties": {"fcm_token": s(minLength=1, maxLength=4096), "platform": {"enum": ["ios", "android"]}}},
     "Device": {"type": "object", "required": ["device_id"], "properties": {"device_id": s()}},
     "Unlocked": {"type": "object", "required": ["was_locked"], "properties": {"was_locked": {"type": "boolean"}}},
     "BlockIPRequest": {"type": "object", "required": ["ip", "duration_seconds"], "additionalProperties": False, "properties": {
@@ -146,6 +150,10 @@ for method, path, auth, req, status, out, summary, errors in R:
     op["responses"] = responses
     paths.setdefault(path, {})[method] = op
 
+# RFC 7517 §8.5: the key set is served as application/jwk-set+json.
+jwks_ok = paths["/.well-known/jwks.json"]["get"]["responses"]["200"]
+jwks_ok["content"] = {"application/jwk-set+json": jwks_ok["content"]["application/json"]}
+
 doc = {
     "openapi": "3.1.0",
     "info": {"title": "Clau API", "version": "1.0.0", "description": "The HTTPS API of the Clau backend (clau-edge). Errors are always {\"error\": {\"code\", \"message\", \"request_id\"}}."},
@@ -156,6 +164,13 @@ doc = {
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         "adminKey": {"type": "apiKey", "in": "header", "name": "X-Admin-Key"}}},
 }
+text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
 with open(os.path.join(ROOT, "Sources/EdgeProxy/Resources/openapi.json"), "w") as f:
-    json.dump(doc, f, indent=1, sort_keys=True)
-    f.write("\n")
+    f.write(text)
+# The served copy is compiled into the binary: an installed clau-edge has no resource bundle
+# beside it, and SwiftPM's Bundle.module accessor calls fatalError when the bundle is missing.
+assert '"""##' not in text
+with open(os.path.join(ROOT, "Sources/EdgeProxy/Generated/OpenAPIDocumentText.swift"), "w") as f:
+    f.write("// Generated by scripts/gen-openapi.py from Resources/openapi.json. Do not edit.\n")
+    f.write("// Compiled in so that the document cannot go missing at run time.\n")
+    f.write("let openAPIDocumentText = ##\"\"\"\n" + text + "\n\"\"\"##\n")

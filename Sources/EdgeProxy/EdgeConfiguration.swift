@@ -1,3 +1,4 @@
+import ClauSupport
 import Crypto
 import Foundation
 import NIOSSL
@@ -88,28 +89,28 @@ public struct EdgeConfiguration: Sendable {
     }
 
     /// Refuses settings outside their bounds; the message names the setting.
-    public func validate() throws(EdgeStartupError) {
+    public func validate() throws(StartupError) {
         guard maximumBodyBytes > 0, maximumBodyBytes <= Self.bodyBytesCap else {
-            throw EdgeStartupError("maximum body size must be 1 byte to 8 MiB (got \(maximumBodyBytes))")
+            throw StartupError("maximum body size must be 1 byte to 8 MiB (got \(maximumBodyBytes))")
         }
         guard revocationCacheTTL >= .zero, revocationCacheTTL < .seconds(1) else {
-            throw EdgeStartupError("revocation cache TTL must be under 1 s (R-1)")
+            throw StartupError("revocation cache TTL must be under 1 s (R-1)")
         }
         if case .behindProxy(_, _, let trusted) = listener, let notAnAddress = trusted.first(where: { IPAddress.canonical($0) == nil }) {
-            throw EdgeStartupError("trusted proxy must be an IP address, got \"\(notAnAddress)\" (C-12)")
+            throw StartupError("trusted proxy must be an IP address, got \"\(notAnAddress)\" (C-12)")
         }
-        guard maximumInFlightRequests >= 1 else { throw EdgeStartupError("maximum in-flight requests must be at least 1") }
-        guard (1024...65536).contains(maximumHeaderBytes) else { throw EdgeStartupError("maximum header bytes must be 1 KiB to 64 KiB") }
-        if let hash = adminKeySHA256, hash.count != 32 { throw EdgeStartupError("admin key hash must be 32 bytes (SHA-256)") }
+        guard maximumInFlightRequests >= 1 else { throw StartupError("maximum in-flight requests must be at least 1") }
+        guard (1024...65536).contains(maximumHeaderBytes) else { throw StartupError("maximum header bytes must be 1 KiB to 64 KiB") }
+        if let hash = adminKeySHA256, hash.count != 32 { throw StartupError("admin key hash must be 32 bytes (SHA-256)") }
         guard publicBaseURL.hasPrefix("https://"), !publicBaseURL.dropFirst(8).contains("/") else {
-            throw EdgeStartupError("public base URL must be https://host[:port] without a path")
+            throw StartupError("public base URL must be https://host[:port] without a path")
         }
         // C-17: checked even with the listener off — a public metrics host is a deployment mistake.
         guard Self.isLoopback(metricsHost) else {
-            throw EdgeStartupError("metrics host must be a loopback address (127.0.0.0/8 or ::1), got \"\(metricsHost)\": /metrics is never exposed beyond the machine (C-17)")
+            throw StartupError("metrics host must be a loopback address (127.0.0.0/8 or ::1), got \"\(metricsHost)\": /metrics is never exposed beyond the machine (C-17)")
         }
         if let metricsPort, !(0...65535).contains(metricsPort) {
-            throw EdgeStartupError("metrics port must be 0-65535 (got \(metricsPort))")
+            throw StartupError("metrics port must be 0-65535 (got \(metricsPort))")
         }
     }
 
@@ -128,10 +129,6 @@ public struct EdgeConfiguration: Sendable {
     }
 }
 
-public struct EdgeStartupError: Error, Sendable, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}
 
 extension EdgeConfiguration.TLSMaterial {
     /// The certificates and key, parsed and checked: a non-empty chain whose first certificate
@@ -143,13 +140,13 @@ extension EdgeConfiguration.TLSMaterial {
             chain = try NIOSSLCertificate.fromPEMBytes(certificateChainPEM)
             key = try NIOSSLPrivateKey(bytes: privateKeyPEM, format: .pem)
         } catch {
-            throw EdgeStartupError("TLS certificate or key is not valid PEM")
+            throw StartupError("TLS certificate or key is not valid PEM")
         }
-        guard let leaf = chain.first else { throw EdgeStartupError("TLS certificate file holds no certificate") }
+        guard let leaf = chain.first else { throw StartupError("TLS certificate file holds no certificate") }
         if let keySPKI = Self.publicKeySPKI(ofPrivateKeyPEM: privateKeyPEM),
            let certificateSPKI = try? leaf.extractPublicKey().toSPKIBytes(),
            keySPKI != certificateSPKI {
-            throw EdgeStartupError("TLS private key does not belong to the certificate")
+            throw StartupError("TLS private key does not belong to the certificate")
         }
         return (chain, key)
     }

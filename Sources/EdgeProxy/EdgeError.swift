@@ -75,12 +75,15 @@ extension HTTPField.Name {
 extension RPCError: EdgeErrorConvertible {
     public var edgeError: EdgeError { edgeError(passwordField: "password") }
 
-    func edgeError(passwordField: String) -> EdgeError {
+    /// `fieldNames` renames auth's RPC field names to the body's where they differ (`key_id` → `id`),
+    /// so a 422 names what the client sent. A field's `problem` is always a snake_case word; auth's
+    /// sentence stays in `message`.
+    func edgeError(passwordField: String, fieldNames: [String: String] = [:]) -> EdgeError {
         switch code {
         case .invalidArgument:
             var fields: [FieldProblem] = []
             if let field = details["field"], Self.isSafeName(field) {
-                fields.append(FieldProblem(name: field, problem: message))
+                fields.append(FieldProblem(name: fieldNames[field] ?? field, problem: Self.isSafeName(message) ? message : "invalid"))
             }
             if let violations = details["violations"] {
                 for violation in violations.split(separator: ",") where Self.isSafeName(String(violation)) {

@@ -1,3 +1,4 @@
+import ClauSupport
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -97,7 +98,7 @@ public struct EdgeService: Service {
     /// (`clau-edge` calls this on SIGHUP). Throws, keeping the old pair, when the new one does not
     /// parse or does not match, or when the edge is not serving HTTPS itself.
     public func reloadTLS(_ material: EdgeConfiguration.TLSMaterial) throws {
-        guard let certificates else { throw EdgeStartupError("this edge does not terminate TLS (behind-proxy mode)") }
+        guard let certificates else { throw StartupError("this edge does not terminate TLS (behind-proxy mode)") }
         try certificates.replace(with: material)
     }
 
@@ -233,10 +234,6 @@ final class NoDelayHandler: ChannelInboundHandler, RemovableChannelHandler, Send
 }
 
 enum OpenAPIDocument {
-    static let data: Data = {
-        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json"), let data = try? Data(contentsOf: url) else {
-            return Data(#"{"openapi":"3.1.0","info":{"title":"Clau API","version":"1"},"paths":{}}"#.utf8)
-        }
-        return data
-    }()
+    /// The document compiled into the binary (scripts/gen-openapi.py writes both copies).
+    static let data = Data(openAPIDocumentText.utf8)
 }

@@ -177,7 +177,7 @@ enum AuthRoutes {
     }
 }
 
-/// The account and protection routes (auth issue 4/5 RPCs): one RPC each.
+/// The account and protection routes: one RPC each.
 enum AccountRoutes {
     static func forgotPassword(_ call: EdgeCall) async throws -> EdgeReply {
         let body = try await call.decode(ForgotPasswordBody.self)
@@ -275,7 +275,7 @@ enum AccountRoutes {
         var request = AuthRevokeAPIKeyRequest()
         request.userID = try call.subject
         request.keyID = body.id
-        _ = try await call.rpc(AuthAPI.revokeAPIKey, request)
+        _ = try await call.rpc(AuthAPI.revokeAPIKey, request, fieldNames: ["key_id": "id"])
         return .noContent
     }
 

@@ -123,12 +123,12 @@ public struct EdgeCall: Sendable {
 
     var callOptions: CallOptions { CallOptions(requestID: requestID, timeout: app.configuration.rpcTimeout) }
 
-    func rpc<Request, Response>(_ method: MethodDescriptor<Request, Response>, _ message: Request, passwordField: String = "password") async throws -> Response {
+    func rpc<Request, Response>(_ method: MethodDescriptor<Request, Response>, _ message: Request, passwordField: String = "password", fieldNames: [String: String] = [:]) async throws -> Response {
         do {
             return try await app.auth.call(method, message, options: callOptions)
         } catch let error as RPCError {
             if EdgeMetrics.isFailure(error) { app.metrics.rpcFailed(method) }
-            throw error.edgeError(passwordField: passwordField)
+            throw error.edgeError(passwordField: passwordField, fieldNames: fieldNames)
         } catch {
             app.metrics.rpcFailed(method)
             throw error

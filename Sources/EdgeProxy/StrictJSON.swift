@@ -41,7 +41,14 @@ package enum StrictJSON {
             throw .malformedJSON()
         }
         guard let fields = object as? [String: Any] else {
-            throw .validation([FieldProblem(name: "body", problem: "must be a JSON object")])
+            throw .validation([FieldProblem(name: "body", problem: "must_be_an_object")])
+        }
+        // No string reaches auth or a database with a NUL or another control character in it
+        // (PostgreSQL refuses NUL; controls end up in logs and mail). Passwords are opaque: only
+        // NUL is refused there, as auth's password policy does.
+        let controls = controlCharacterFields(in: fields)
+        if !controls.isEmpty {
+            throw .validation(controls.prefix(20).map { FieldProblem(name: sanitizedName($0), problem: "control_character") })
         }
         // A field given twice is ambiguous (JSONDecoder keeps the first, other parsers the last):
         // refused rather than guessed.
@@ -121,6 +128,28 @@ package enum StrictJSON {
             if !seen.insert(key).inserted, !duplicates.contains(key) { duplicates.append(key) }
         }
         return duplicates
+    }
+
+    /// Top-level fields whose value holds a string (at any depth) with a C0/C1 control character
+    /// or DEL; for password fields, only NUL. Keys are checked the same way.
+    static func controlCharacterFields(in fields: [String: Any]) -> [String] {
+        func isControl(_ scalar: Unicode.Scalar) -> Bool { scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) }
+        func contains(_ value: Any, depth: Int, _ refused: (Unicode.Scalar) -> Bool) -> Bool {
+            switch value {
+            case let string as String:
+                return string.unicodeScalars.contains(where: refused)
+            case let array as [Any]:
+                return depth < 32 && array.contains { contains($0, depth: depth + 1, refused) }
+            case let object as [String: Any]:
+                return depth < 32 && object.contains { $0.key.unicodeScalars.contains(where: isControl) || contains($0.value, depth: depth + 1, refused) }
+            default:
+                return false
+            }
+        }
+        return fields.compactMap { key, value in
+            let refused: (Unicode.Scalar) -> Bool = key.hasSuffix("password") ? { $0.value == 0 } : isControl
+            return key.unicodeScalars.contains(where: isControl) || contains(value, depth: 0, refused) ? key : nil
+        }.sorted()
     }
 
     static func problem(for error: DecodingError) -> FieldProblem {
@@ -294,7 +323,7 @@ struct RevokeSessionsBody: StrictBody {
     func problems() -> [FieldProblem] { reason.flatMap { Check.length($0, "reason", max: 32) }.map { [$0] } ?? [] }
 }
 
-// MARK: Bodies of the account and protection routes (auth issue 4/5 RPCs)
+// MARK: Bodies of the account and protection routes
 
 /// Helper for small bodies: decode with a list of allowed fields and a closure.
 struct ForgotPasswordBody: StrictBody {

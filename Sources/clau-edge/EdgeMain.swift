@@ -102,7 +102,10 @@ struct EdgeMain: AsyncParsableCommand {
             let edge = try buildApplication(configuration: configuration, logger: logger, accessLogger: Logger(label: "clau-edge.access"), dependencies: dependencies)
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: edge)]
             if !behindProxy {
-                services.append(.init(service: TLSReloadOnSIGHUP(edge: edge, read: readTLSMaterial, logger: logger)))
+                // SIGHUP (`systemctl reload clau-edge`): new connections get the new pair, open ones keep
+                // theirs; a pair that does not load is logged and the old one stays. (systemd
+                // credentials are copied at start, so renewed certificates need file paths.)
+                services.append(.init(service: ReloadOnSignal(what: "tls certificate", logger: logger) { try edge.reloadTLS(try readTLSMaterial()) }))
             }
             if rateLimitMultiplier != 1 {
                 logger.warning("rate limits multiplied: not for production", metadata: ["multiplier": "\(rateLimitMultiplier)"])
@@ -120,7 +123,7 @@ struct EdgeMain: AsyncParsableCommand {
             address = .unixSocket(path: redisSocket)
         } else if let redis {
             let parts = redis.split(separator: ":")
-            guard parts.count == 2, let port = Int(parts[1]) else { throw EdgeStartupError("--redis must be host:port") }
+            guard parts.count == 2, let port = Int(parts[1]) else { throw StartupError("--redis must be host:port") }
             address = .tcp(host: String(parts[0]), port: port)
         } else {
             return nil
@@ -137,10 +140,10 @@ struct EdgeMain: AsyncParsableCommand {
     func readTLSMaterial() throws -> EdgeConfiguration.TLSMaterial {
         guard let certificatePath = tlsCertificate ?? SecretFile.credentialPath("tls-cert"),
               let keyPath = tlsKey ?? SecretFile.credentialPath("tls-key")
-        else { throw EdgeStartupError("no TLS certificate/key: pass --tls-certificate and --tls-key, or LoadCredential=tls-cert/tls-key") }
+        else { throw StartupError("no TLS certificate/key: pass --tls-certificate and --tls-key, or LoadCredential=tls-cert/tls-key") }
         // The certificate is public; the key must be readable by its owner only (C-11).
         guard let certificate = FileManager.default.contents(atPath: certificatePath).map(Array.init), !certificate.isEmpty else {
-            throw EdgeStartupError("TLS certificate \(certificatePath): missing, empty or not readable by this user")
+            throw StartupError("TLS certificate \(certificatePath): missing, empty or not readable by this user")
         }
         let key = try SecretFile.read(at: keyPath)
         return EdgeConfiguration.TLSMaterial(certificateChainPEM: certificate, privateKeyPEM: key)
@@ -163,36 +166,13 @@ struct EdgeMain: AsyncParsableCommand {
         configuration.metricsPort = metricsPort == 0 ? nil : metricsPort
         // validate() (in buildApplication) refuses a non-loopback --metrics-host, even with the listener off.
         configuration.metricsHost = metricsHost
-        guard (1...100_000).contains(rateLimitMultiplier) else { throw EdgeStartupError("--rate-limit-multiplier must be 1-100000") }
+        guard (1...100_000).contains(rateLimitMultiplier) else { throw StartupError("--rate-limit-multiplier must be 1-100000") }
         configuration.rateLimitRules = RateLimitRules.spec.multiplied(by: rateLimitMultiplier)
         if let path = adminKeyFile ?? SecretFile.credentialPath("admin-key").flatMap({ FileManager.default.fileExists(atPath: $0) ? $0 : nil }) {
             let key = try SecretFile.readString(at: path)
-            guard key.utf8.count >= 32 else { throw EdgeStartupError("\(path): admin key must be at least 32 bytes") }
+            guard key.utf8.count >= 32 else { throw StartupError("\(path): admin key must be at least 32 bytes") }
             configuration.adminKeySHA256 = Array(SHA256.hash(data: Data(key.utf8)))
         }
         return configuration
-    }
-}
-
-/// SIGHUP (`systemctl reload clau-edge`) rereads the certificate and key: new connections get
-/// the new pair, open ones keep theirs. A pair that does not load is logged and the old one stays.
-/// (systemd credentials are copied at start, so renewed certificates need file paths.)
-struct TLSReloadOnSIGHUP: Service {
-    let edge: EdgeService
-    let read: @Sendable () throws -> EdgeConfiguration.TLSMaterial
-    let logger: Logger
-
-    func run() async throws {
-        let hangups = await UnixSignalsSequence(trapping: .sighup)
-        try? await cancelWhenGracefulShutdown {
-            for await _ in hangups {
-                do {
-                    try edge.reloadTLS(try read())
-                    logger.notice("tls certificate reloaded", metadata: ["event": "tls_reloaded"])
-                } catch {
-                    logger.error("tls reload failed; keeping the current certificate", metadata: ["error": "\(error)"])
-                }
-            }
-        }
     }
 }

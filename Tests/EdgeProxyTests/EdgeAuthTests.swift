@@ -7,7 +7,7 @@ import Testing
 @testable import AuthService
 @testable import EdgeProxy
 
-@Suite("Edge: accounts and access tokens through a real auth service")
+@Suite("Edge: accounts and access tokens through a real auth service", .timeLimit(.minutes(5)))
 struct EdgeAuthTests {
     @Test func registerLoginMeRefreshLogout_C2() async throws {
         try await withEdge { edge in
@@ -506,7 +506,7 @@ struct EdgeAuthTests {
     }
 }
 
-@Suite("Verified-token cache")
+@Suite("Verified-token cache", .timeLimit(.minutes(5)))
 struct VerifiedTokenCacheTests {
     static let claims = AccessClaims(sub: "s", sid: "i", role: "user", jti: "j", exp: 200, amr: [], authTime: nil, apiKeyID: nil)
 

@@ -1,3 +1,4 @@
+import ClauSupport
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
@@ -8,7 +9,7 @@ import TestSupport
 import Testing
 @testable import EdgeProxy
 
-@Suite("Edge: transport, errors, validation, limits, logs")
+@Suite("Edge: transport, errors, validation, limits, logs", .timeLimit(.minutes(5)))
 struct EdgeHTTPTests {
     // MARK: Transport (C-10, C-12)
 
@@ -24,7 +25,7 @@ struct EdgeHTTPTests {
         }
     }
 
-    /// SIGHUP reload (issue 6 item 1): new handshakes get the new certificate, a connection
+    /// SIGHUP reload: new handshakes get the new certificate, a connection
     /// opened before keeps working, and a key that does not match is refused with the old pair
     /// kept.
     @Test func certificateReloadServesTheNewPairWithoutDroppingConnections_C10() async throws {
@@ -46,8 +47,8 @@ struct EdgeHTTPTests {
             #expect(try await edge.send(.get, "/healthz").status == .ok, "and it verifies against the CA")
 
             let mismatched = EdgeConfiguration.TLSMaterial(certificateChainPEM: try pki.material().certificateChainPEM, privateKeyPEM: renewed.privateKeyPEM)
-            #expect(throws: EdgeStartupError.self) { try edge.edge.reloadTLS(mismatched) }
-            #expect(throws: EdgeStartupError.self) { try edge.edge.reloadTLS(.init(certificateChainPEM: Array("junk".utf8), privateKeyPEM: renewed.privateKeyPEM)) }
+            #expect(throws: StartupError.self) { try edge.edge.reloadTLS(mismatched) }
+            #expect(throws: StartupError.self) { try edge.edge.reloadTLS(.init(certificateChainPEM: Array("junk".utf8), privateKeyPEM: renewed.privateKeyPEM)) }
             #expect(try await subject().contains("CN = Clau Renewed"), "a refused pair leaves the current one in use")
         }
     }
@@ -126,7 +127,7 @@ struct EdgeHTTPTests {
         #expect(client("198.51.100.99", "203.0.113.5") == "198.51.100.99", "headers from an untrusted peer are ignored")
 
         var configuration = EdgeConfiguration(listener: .behindProxy(host: "127.0.0.1", port: 0, trustedProxies: ["127.0.0.1", "proxy.internal"]), authSocketPath: "/unused")
-        let error = #expect(throws: EdgeStartupError.self) { try configuration.validate() }
+        let error = #expect(throws: StartupError.self) { try configuration.validate() }
         #expect(error?.description.contains("proxy.internal") == true)
         configuration.listener = .behindProxy(host: "127.0.0.1", port: 0, trustedProxies: ["127.0.0.1", "::1"])
         #expect(throws: Never.self) { try configuration.validate() }
@@ -239,7 +240,7 @@ struct EdgeHTTPTests {
             let raw = try await connection.receive(until: responseComplete)
             #expect(raw.hasPrefix("HTTP/1.1 413"), "\(raw.prefix(200))")
         }
-        #expect(throws: EdgeStartupError.self) {
+        #expect(throws: StartupError.self) {
             var configuration = EdgeConfiguration(listener: .behindProxy(host: "127.0.0.1", port: 0, trustedProxies: []), authSocketPath: "/unused")
             configuration.maximumBodyBytes = EdgeConfiguration.bodyBytesCap + 1
             try configuration.validate()
@@ -367,7 +368,7 @@ struct EdgeHTTPTests {
     }
 }
 
-@Suite("Edge: OpenAPI document")
+@Suite("Edge: OpenAPI document", .timeLimit(.minutes(5)))
 struct EdgeOpenAPITests {
     @Test func openAPIDocumentIsValidOpenAPI31() async throws {
         let path = repositoryRoot + "/Sources/EdgeProxy/Resources/openapi.json"
@@ -377,7 +378,7 @@ struct EdgeOpenAPITests {
     }
 }
 
-@Suite("Edge: TLS grading")
+@Suite("Edge: TLS grading", .timeLimit(.minutes(5)))
 struct EdgeTLSGradingTests {
     /// sslyze (`pip install sslyze`, scripts/test) against the running edge: Mozilla
     /// "intermediate" compliance — no TLS 1.0/1.1, no CBC or RSA key exchange, no X448/P-521 (C-10).
@@ -397,7 +398,7 @@ struct EdgeTLSGradingTests {
     }
 }
 
-@Suite("Edge: lifecycle")
+@Suite("Edge: lifecycle", .timeLimit(.minutes(5)))
 struct EdgeLifecycleTests {
     /// SIGTERM-style graceful shutdown completes even while auth was never reachable (the JWKS
     /// warm-up must not keep the process alive).

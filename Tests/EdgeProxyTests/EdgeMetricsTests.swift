@@ -1,3 +1,4 @@
+import ClauSupport
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
@@ -128,7 +129,7 @@ extension EdgeHarness {
     }
 }
 
-@Suite("Edge: Prometheus metrics on a loopback listener (C-17, R-16)")
+@Suite("Edge: Prometheus metrics on a loopback listener (C-17, R-16)", .timeLimit(.minutes(5)))
 struct EdgeMetricsTests {
     let duration = "clau_edge_http_request_duration_seconds"
     let requests = "clau_edge_http_requests_total"
@@ -224,19 +225,19 @@ struct EdgeMetricsTests {
         }
         for host in ["0.0.0.0", "::", "10.0.0.1", "192.168.1.20", "203.0.113.7", "2001:db8::1", "::ffff:127.0.0.1", "localhost", "metrics.example", "", "127.0.0.1 "] {
             configuration.metricsHost = host
-            let error = #expect(throws: EdgeStartupError.self, "\(host)") { try configuration.validate() }
+            let error = #expect(throws: StartupError.self, "\(host)") { try configuration.validate() }
             #expect(error?.description.contains("metrics host must be a loopback address") == true)
-            #expect(throws: EdgeStartupError.self, "buildApplication refuses too: \(host)") {
+            #expect(throws: StartupError.self, "buildApplication refuses too: \(host)") {
                 _ = try buildApplication(configuration: configuration, logger: quietLogger)
             }
         }
         // Even with the listener off, a public host is a mistake worth refusing.
         configuration.metricsPort = nil
         configuration.metricsHost = "0.0.0.0"
-        #expect(throws: EdgeStartupError.self) { try configuration.validate() }
+        #expect(throws: StartupError.self) { try configuration.validate() }
         configuration.metricsHost = "127.0.0.1"
         configuration.metricsPort = 70000
-        #expect(throws: EdgeStartupError.self) { try configuration.validate() }
+        #expect(throws: StartupError.self) { try configuration.validate() }
     }
 
     @Test func metricsNeverHoldIDsTokensOrEmails_C17() async throws {

@@ -4,12 +4,13 @@ import HummingbirdTesting
 import NIOCore
 import TestSupport
 import Testing
+@testable import EdgeProxy
 
 /// The real `clau-edge` and `clau-auth` binaries, each run as its own system user the way the
 /// systemd units run them (SPEC §1, §5): the edge reads its TLS pair from
 /// `$CREDENTIALS_DIRECTORY`, reaches auth only through auth's socket, and holds nothing else.
 /// Needs root to create the users; skips with a reason otherwise (CI runs as root).
-@Suite("clau-edge and clau-auth processes", .serialized)
+@Suite("clau-edge and clau-auth processes", .serialized, .timeLimit(.minutes(5)))
 struct EdgeProcessTests {
     static let authUser = "clau-test-auth"
     static let edgeUser = "clau-test-edge"
@@ -154,6 +155,19 @@ struct EdgeProcessTests {
         let me = try await send(deployment, .get, "/v1/me", headers: bearer(access))
         #expect(me.status == .ok)
         #expect(try me.jsonObject()["email"] as? String == "proc@example.com")
+
+        // Every public route of the installed binary (copied alone, no resource bundle beside it:
+        // SwiftPM's Bundle.module would fatalError here) answers without taking the edge down.
+        let document = try await send(deployment, .get, "/openapi.json")
+        #expect(document.status == .ok)
+        #expect(Data(document.text.utf8) == OpenAPIDocument.data, "the installed edge serves the whole document")
+        for route in RouteTable.clau().routes where route.auth == .public {
+            let method = route.method
+            let reply = try await send(deployment, method, route.template, body: method == .get ? nil : "{}")
+            let unavailableYet = route.template.hasPrefix("/v1/stripe/")
+            #expect(reply.status.code < 500 || (unavailableYet && reply.status == .serviceUnavailable), "\(method) \(route.template): \(reply.status) \(reply.text.prefix(300))")
+        }
+        #expect(try await send(deployment, .get, "/healthz").status == .ok, "and the edge is still up")
 
         // SIGHUP: the edge reads the pair from $CREDENTIALS_DIRECTORY again; new handshakes get it.
         #expect(try await presentedSubject(deployment).contains("CN = localhost"))

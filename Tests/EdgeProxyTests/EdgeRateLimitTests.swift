@@ -20,7 +20,7 @@ private func specLimitsWithoutRefill(_ configuration: inout EdgeConfiguration) {
     configuration.rateLimiter = InProcessRateLimiter(clock: FrozenClock())
 }
 
-@Suite("Edge: rate limits (C-9, R-15, X-3)")
+@Suite("Edge: rate limits (C-9, R-15, X-3)", .timeLimit(.minutes(5)))
 struct EdgeRateLimitTests {
     private func expectLimitHeaders(_ response: TestClient.Response, limit: Int, sourceLocation: SourceLocation = #_sourceLocation) {
         #expect(response.headers[.init("X-RateLimit-Limit")!] == "\(limit)", sourceLocation: sourceLocation)

@@ -4,6 +4,7 @@ import Testing
 
 /// The edge's own JSON and timestamp writers agree with Foundation's on every input we give
 /// them (they replaced Foundation on the per-request path for speed).
+@Suite(.timeLimit(.minutes(5)))
 struct JSONWriterTests {
     /// Canonical bytes of a parsed document, for comparing two encoders' output.
     private func canonical(_ data: Data) throws -> Data {

@@ -6,7 +6,7 @@ import TestSupport
 /// The edge's body decoder reads bytes from the network: property and fuzz tests that it always
 /// ends in a typed outcome (a value, 400 `malformed_json` or 422 naming printable fields), never a
 /// crash, and that it agrees with a plain model of what a valid login body is.
-@Suite("Edge: strict request bodies (C-15, R-12)")
+@Suite("Edge: strict request bodies (C-15, R-12)", .timeLimit(.minutes(5)))
 struct StrictJSONTests {
     typealias Outcome = Result<LoginBody, EdgeError>
 
@@ -31,6 +31,31 @@ struct StrictJSONTests {
         default:
             Issue.record("unexpected status \(error.status) for \(shown)", sourceLocation: sourceLocation)
         }
+    }
+
+    /// Every string field refuses NUL and other control characters with a typed 422 before any
+    /// RPC; a password refuses only NUL (it is opaque, and auth's policy allows the rest).
+    @Test func controlCharactersInAnyStringFieldAre422_C15() throws {
+        let refused: [(String, String)] = [
+            (#"{"email":"a\u0000@example.com","password":"x"}"#, "email"),
+            (#"{"email":"a@example.com","password":"x\u0000y"}"#, "password"),
+            (#"{"email":"a\u001b@example.com","password":"x"}"#, "email"),
+            (#"{"email":"a@example.com","password":"x","totp":"12\u007f456"}"#, "totp"),
+            (#"{"email":"a@example.com","password":"x","totp":"1234\u00856"}"#, "totp"),
+        ]
+        for (body, field) in refused {
+            guard case .failure(let error) = decodeLogin(Data(body.utf8)) else {
+                Issue.record("accepted \(body)"); continue
+            }
+            #expect(error.status == .unprocessableContent, "\(body)")
+            #expect(error.fields.map(\.name) == [field], "\(body)")
+            #expect(error.fields.first?.problem == "control_character", "\(body)")
+        }
+        let tabbed = try StrictJSON.decode(LoginBody.self, from: Data(#"{"email":"a@example.com","password":"tab\there"}"#.utf8))
+        #expect(tabbed.password == "tab\there", "a password may hold a tab")
+        let device = Result { () throws(EdgeError) in try StrictJSON.decode(DeviceBody.self, from: Data(#"{"fcm_token":"a\u0000","platform":"ios"}"#.utf8)) }
+        guard case .failure(let deviceError) = device else { Issue.record("device token with NUL accepted"); return }
+        #expect(deviceError.fields.map(\.problem) == ["control_character"])
     }
 
     @Test func randomBytesEndInATypedOutcome() {
@@ -71,7 +96,7 @@ struct StrictJSONTests {
     /// the decoder accepts exactly those a plain model calls valid, with the values given.
     @Test func acceptsExactlyWhatTheModelCallsValid() throws {
         var rng = SplitMix64(seed: 0x5EED)
-        let strings = ["", "a", "ada@example.com", "123456", "1234567890", String(repeating: "x", count: 255), "é🙂", "\u{0}", "12345"]
+        let strings = ["", "a", "ada@example.com", "123456", "1234567890", String(repeating: "x", count: 255), "é🙂", "\u{0}", "a\u{7}b", "x\u{85}", "12345"]
         let values: [Any] = strings + [NSNull(), 42, 1.5, true, ["a"], ["k": "v"]] as [Any]
         var accepted = 0
         for _ in 0..<3000 {
@@ -94,9 +119,11 @@ struct StrictJSONTests {
             case let totp as String: (6...8).contains(totp.utf8.count) && totp.allSatisfy { $0.isASCII && $0.isNumber }
             default: false
             }
+            // C15: no control character in any string; a password (opaque) refuses only NUL.
+            let isControl = { (scalar: Unicode.Scalar) in scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) }
             let valid = knownOnly && totpOK
-                && email.map { (1...254).contains($0.count) && $0.utf8.count <= 254 * 4 } == true
-                && password.map { (1...256).contains($0.count) && $0.utf8.count <= 256 * 4 } == true
+                && email.map { (1...254).contains($0.count) && $0.utf8.count <= 254 * 4 && !$0.unicodeScalars.contains(where: isControl) } == true
+                && password.map { (1...256).contains($0.count) && $0.utf8.count <= 256 * 4 && !$0.unicodeScalars.contains { $0.value == 0 } } == true
             switch outcome {
             case .success(let body):
                 accepted += 1
