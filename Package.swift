@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.2
 // Clau secure backend: four processes that talk over protobuf-framed Unix sockets.
 // Each process links only what it needs (SPEC §1): the edge and the vault never link the
 // PostgreSQL driver, and the vault links no HTTP client or server.
@@ -81,6 +81,7 @@ let package = Package(
         .target(
             name: "RateLimiting",
             dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -146,8 +147,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            exclude: ["README.md"],
-            resources: [.copy("Resources/openapi.json")],
+            // Resources/openapi.json is compiled in (Generated/), never read at run time.
+            exclude: ["README.md", "Resources"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -264,6 +265,7 @@ let package = Package(
             name: "RateLimitingTests",
             dependencies: [
                 "RateLimiting", "TestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -287,7 +289,7 @@ let package = Package(
         .testTarget(
             name: "AuthServiceTests",
             dependencies: [
-                "AuthService", "RPC", "TestSupport",
+                "AuthService", "RPC", "TestSupport", "ClauSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "JWTKit", package: "jwt-kit"),

@@ -8,7 +8,7 @@ import NIOPosix
 import RPC
 import TestSupport
 
-/// Auth throughput, side by side in one run (issue 4): bcrypt hashes/s at cost 10 and 12 on one
+/// Auth throughput, side by side in one run: bcrypt hashes/s at cost 10 and 12 on one
 /// thread, login throughput through the real service (Unix socket, PostgreSQL, bcrypt pool of
 /// one thread per core) against the bcrypt bound (threads ÷ time per verify), and JWT sign and
 /// verify ops/s per algorithm.

@@ -20,7 +20,7 @@ extension AuthHandlers {
 
     // MARK: UpdateUser, DeleteUser, ListSessions
 
-    func updateUser(_ request: AuthUpdateUserRequest, _ context: ServerContext) async throws -> AuthUpdateUserResponse {
+    public func updateUser(_ request: AuthUpdateUserRequest, _ context: ServerContext) async throws -> AuthUpdateUserResponse {
         let id = try Self.userID(request.userID)
         let fullName = request.fullName.isEmpty ? nil : try Validation.fullName(request.fullName)
         let phone: String?? = request.removePhone ? .some(nil) : (request.phone.isEmpty ? nil : .some(try Validation.phone(request.phone)))
@@ -34,7 +34,7 @@ extension AuthHandlers {
         return response
     }
 
-    func deleteUser(_ request: AuthDeleteUserRequest, _ context: ServerContext) async throws -> AuthDeleteUserResponse {
+    public func deleteUser(_ request: AuthDeleteUserRequest, _ context: ServerContext) async throws -> AuthDeleteUserResponse {
         let id = try Self.userID(request.userID)
         let user = try await activeUser(id, context)
         guard try await hasher.verify(request.password, against: user.passwordHash) else {
@@ -47,7 +47,7 @@ extension AuthHandlers {
         return AuthDeleteUserResponse()
     }
 
-    func listSessions(_ request: AuthListSessionsRequest, _ context: ServerContext) async throws -> AuthListSessionsResponse {
+    public func listSessions(_ request: AuthListSessionsRequest, _ context: ServerContext) async throws -> AuthListSessionsResponse {
         let id = try Self.userID(request.userID)
         let now = now()
         let policy = refreshMachine.policy
@@ -71,7 +71,7 @@ extension AuthHandlers {
 
     // MARK: Signing keys
 
-    func rotateSigningKey(_ request: AuthRotateSigningKeyRequest, _ context: ServerContext) async throws -> AuthRotateSigningKeyResponse {
+    public func rotateSigningKey(_ request: AuthRotateSigningKeyRequest, _ context: ServerContext) async throws -> AuthRotateSigningKeyResponse {
         let algorithm: AccessTokenAlgorithm?
         if request.algorithm.isEmpty {
             algorithm = nil
@@ -105,7 +105,7 @@ extension AuthHandlers {
 
     // MARK: Reset codes (C-5)
 
-    func forgotPassword(_ request: AuthForgotPasswordRequest, _ context: ServerContext) async throws -> AuthForgotPasswordResponse {
+    public func forgotPassword(_ request: AuthForgotPasswordRequest, _ context: ServerContext) async throws -> AuthForgotPasswordResponse {
         let email = Validation.normalizedEmail(request.email)
         guard email.utf8.count <= 254, !email.isEmpty else { return AuthForgotPasswordResponse() }
         // Locked accounts may reset (C-5): only the status matters here.
@@ -130,7 +130,7 @@ extension AuthHandlers {
 
     static let invalidResetCode = RPCError(code: .invalidArgument, message: "invalid_reset_code", details: ["field": "code"])
 
-    func resetPassword(_ request: AuthResetPasswordRequest, _ context: ServerContext) async throws -> AuthResetPasswordResponse {
+    public func resetPassword(_ request: AuthResetPasswordRequest, _ context: ServerContext) async throws -> AuthResetPasswordResponse {
         let email = Validation.normalizedEmail(request.email)
         let code = request.code
         guard (ResetCode.minimumDigits...ResetCode.maximumDigits).contains(code.utf8.count), code.utf8.allSatisfy({ (48...57).contains($0) }),
@@ -174,7 +174,7 @@ extension AuthHandlers {
 
     static let invalidAPIKey = RPCError(code: .unauthenticated, message: "invalid_api_key")
 
-    func createAPIKey(_ request: AuthCreateAPIKeyRequest, _ context: ServerContext) async throws -> AuthCreateAPIKeyResponse {
+    public func createAPIKey(_ request: AuthCreateAPIKeyRequest, _ context: ServerContext) async throws -> AuthCreateAPIKeyResponse {
         let id = try Self.userID(request.userID)
         let name = request.name.trimmingCharacters(in: .whitespacesAndNewlines)
         guard (1...100).contains(name.count), !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
@@ -199,14 +199,14 @@ extension AuthHandlers {
         return response
     }
 
-    func listAPIKeys(_ request: AuthListAPIKeysRequest, _ context: ServerContext) async throws -> AuthListAPIKeysResponse {
+    public func listAPIKeys(_ request: AuthListAPIKeysRequest, _ context: ServerContext) async throws -> AuthListAPIKeysResponse {
         let id = try Self.userID(request.userID)
         var response = AuthListAPIKeysResponse()
         response.keys = try await store.apiKeys(userID: id, logger: context.logger).map(Self.publicKey)
         return response
     }
 
-    func revokeAPIKey(_ request: AuthRevokeAPIKeyRequest, _ context: ServerContext) async throws -> AuthRevokeAPIKeyResponse {
+    public func revokeAPIKey(_ request: AuthRevokeAPIKeyRequest, _ context: ServerContext) async throws -> AuthRevokeAPIKeyResponse {
         let id = try Self.userID(request.userID)
         let keyID = try Self.userID(request.keyID, field: "key_id")
         // Another user's key id is simply not found (C-7).
@@ -217,7 +217,7 @@ extension AuthHandlers {
         return AuthRevokeAPIKeyResponse()
     }
 
-    func authenticateAPIKey(_ request: AuthAuthenticateAPIKeyRequest, _ context: ServerContext) async throws -> AuthAuthenticateAPIKeyResponse {
+    public func authenticateAPIKey(_ request: AuthAuthenticateAPIKeyRequest, _ context: ServerContext) async throws -> AuthAuthenticateAPIKeyResponse {
         guard let key = APIKeyFormat.parse(request.apiKey) else { throw Self.invalidAPIKey }
         let presented = APIKeyFormat.hash(key, secret: protection.secrets.apiKeyKey)
         let now = now()
@@ -249,7 +249,7 @@ extension AuthHandlers {
 
     // MARK: TOTP enrolment
 
-    func beginTOTPEnrollment(_ request: AuthBeginTOTPEnrollmentRequest, _ context: ServerContext) async throws -> AuthBeginTOTPEnrollmentResponse {
+    public func beginTOTPEnrollment(_ request: AuthBeginTOTPEnrollmentRequest, _ context: ServerContext) async throws -> AuthBeginTOTPEnrollmentResponse {
         let user = try await activeUser(try Self.userID(request.userID), context)
         let secret = TOTP.generateSecret()
         try await store.setPendingTOTP(userID: user.id, sealed: try protection.secrets.sealTOTPSecret(secret, userID: user.id), logger: context.logger)
@@ -260,7 +260,7 @@ extension AuthHandlers {
         return response
     }
 
-    func confirmTOTPEnrollment(_ request: AuthConfirmTOTPEnrollmentRequest, _ context: ServerContext) async throws -> AuthConfirmTOTPEnrollmentResponse {
+    public func confirmTOTPEnrollment(_ request: AuthConfirmTOTPEnrollmentRequest, _ context: ServerContext) async throws -> AuthConfirmTOTPEnrollmentResponse {
         let user = try await activeUser(try Self.userID(request.userID), context)
         guard let sealed = try await store.pendingTOTP(userID: user.id, logger: context.logger),
               let secret = protection.secrets.openTOTPSecret(sealed, userID: user.id)
@@ -278,14 +278,14 @@ extension AuthHandlers {
 
     // MARK: Profile data (owner only: the edge passes the token's subject)
 
-    func getNotificationPreferences(_ request: AuthGetNotificationPreferencesRequest, _ context: ServerContext) async throws -> AuthGetNotificationPreferencesResponse {
+    public func getNotificationPreferences(_ request: AuthGetNotificationPreferencesRequest, _ context: ServerContext) async throws -> AuthGetNotificationPreferencesResponse {
         let user = try await activeUser(try Self.userID(request.userID), context)
         var response = AuthGetNotificationPreferencesResponse()
         response.preferences = try await store.notificationPreferences(userID: user.id, logger: context.logger)
         return response
     }
 
-    func putNotificationPreferences(_ request: AuthPutNotificationPreferencesRequest, _ context: ServerContext) async throws -> AuthPutNotificationPreferencesResponse {
+    public func putNotificationPreferences(_ request: AuthPutNotificationPreferencesRequest, _ context: ServerContext) async throws -> AuthPutNotificationPreferencesResponse {
         let user = try await activeUser(try Self.userID(request.userID), context)
         try await store.putNotificationPreferences(userID: user.id, request.preferences, now: now(), logger: context.logger)
         var response = AuthPutNotificationPreferencesResponse()
@@ -293,11 +293,9 @@ extension AuthHandlers {
         return response
     }
 
-    func registerDevice(_ request: AuthRegisterDeviceRequest, _ context: ServerContext) async throws -> AuthRegisterDeviceResponse {
+    public func registerDevice(_ request: AuthRegisterDeviceRequest, _ context: ServerContext) async throws -> AuthRegisterDeviceResponse {
         let user = try await activeUser(try Self.userID(request.userID), context)
-        guard (1...4096).contains(request.fcmToken.utf8.count), request.fcmToken.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-            throw RPCError(code: .invalidArgument, message: "fcm_token must be 1-4096 printable ASCII characters", details: ["field": "fcm_token"])
-        }
+        try Validation.fcmToken(request.fcmToken)
         guard ["ios", "android"].contains(request.platform) else {
             throw RPCError(code: .invalidArgument, message: "platform must be ios or android", details: ["field": "platform"])
         }
@@ -306,8 +304,9 @@ extension AuthHandlers {
         return response
     }
 
-    func removeDevice(_ request: AuthRemoveDeviceRequest, _ context: ServerContext) async throws -> AuthRemoveDeviceResponse {
+    public func removeDevice(_ request: AuthRemoveDeviceRequest, _ context: ServerContext) async throws -> AuthRemoveDeviceResponse {
         let id = try Self.userID(request.userID)
+        try Validation.fcmToken(request.fcmToken)
         var response = AuthRemoveDeviceResponse()
         response.removed = try await store.removeDevice(userID: id, token: request.fcmToken, logger: context.logger)
         return response
@@ -315,7 +314,7 @@ extension AuthHandlers {
 
     // MARK: Admin operations (C-19)
 
-    func adminUnlockUser(_ request: AuthAdminUnlockUserRequest, _ context: ServerContext) async throws -> AuthAdminUnlockUserResponse {
+    public func adminUnlockUser(_ request: AuthAdminUnlockUserRequest, _ context: ServerContext) async throws -> AuthAdminUnlockUserResponse {
         let id = try Self.userID(request.userID)
         guard let user = try await store.findUser(id: id), user.status != "deleted" else { throw Self.userNotFound }
         try await store.unlock(userID: id, logger: context.logger)
@@ -325,7 +324,7 @@ extension AuthHandlers {
         return response
     }
 
-    func revokeEverything(_ request: AuthRevokeEverythingRequest, _ context: ServerContext) async throws -> AuthRevokeEverythingResponse {
+    public func revokeEverything(_ request: AuthRevokeEverythingRequest, _ context: ServerContext) async throws -> AuthRevokeEverythingResponse {
         // Every family and access token first: if rotation is refused, sessions are still gone.
         let count = try await store.revokeEveryFamily(reason: "revoke_everything", now: now(), logger: context.logger)
         graceCache.removeAll()
@@ -341,7 +340,7 @@ extension AuthHandlers {
         return response
     }
 
-    func createAdmin(_ request: AuthCreateAdminRequest, _ context: ServerContext) async throws -> AuthCreateAdminResponse {
+    public func createAdmin(_ request: AuthCreateAdminRequest, _ context: ServerContext) async throws -> AuthCreateAdminResponse {
         let email = try Validation.email(request.email)
         let fullName = try Validation.fullName(request.fullName)
         try checkNewPassword(request.password, email: email, fullName: fullName)
@@ -362,7 +361,7 @@ extension AuthHandlers {
         return response
     }
 
-    func listAuditEvents(_ request: AuthListAuditEventsRequest, _ context: ServerContext) async throws -> AuthListAuditEventsResponse {
+    public func listAuditEvents(_ request: AuthListAuditEventsRequest, _ context: ServerContext) async throws -> AuthListAuditEventsResponse {
         let limit = request.limit == 0 ? 100 : Int(request.limit)
         guard (1...500).contains(limit), request.afterID >= 0 else {
             throw RPCError(code: .invalidArgument, message: "limit must be 1-500 and after_id ≥ 0", details: ["field": "limit"])
@@ -372,7 +371,7 @@ extension AuthHandlers {
         return response
     }
 
-    func blockIP(_ request: AuthBlockIPRequest, _ context: ServerContext) async throws -> AuthBlockIPResponse {
+    public func blockIP(_ request: AuthBlockIPRequest, _ context: ServerContext) async throws -> AuthBlockIPResponse {
         let ip = try Validation.ipAddress(request.ip)
         guard (60...(365 * 86_400)).contains(request.durationSeconds) else {
             throw RPCError(code: .invalidArgument, message: "duration_seconds must be 60 s to 365 days", details: ["field": "duration_seconds"])
@@ -384,7 +383,7 @@ extension AuthHandlers {
         return AuthBlockIPResponse()
     }
 
-    func unblockIP(_ request: AuthUnblockIPRequest, _ context: ServerContext) async throws -> AuthUnblockIPResponse {
+    public func unblockIP(_ request: AuthUnblockIPRequest, _ context: ServerContext) async throws -> AuthUnblockIPResponse {
         let ip = try Validation.ipAddress(request.ip)
         var response = AuthUnblockIPResponse()
         response.removed = try await store.unblockIP(ip, logger: context.logger)
@@ -392,7 +391,7 @@ extension AuthHandlers {
         return response
     }
 
-    func listIPBlocks(_ request: AuthListIPBlocksRequest, _ context: ServerContext) async throws -> AuthListIPBlocksResponse {
+    public func listIPBlocks(_ request: AuthListIPBlocksRequest, _ context: ServerContext) async throws -> AuthListIPBlocksResponse {
         var response = AuthListIPBlocksResponse()
         for block in try await store.activeIPBlocks(now: now(), logger: context.logger) {
             var item = AuthIPBlock()

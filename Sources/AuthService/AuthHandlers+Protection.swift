@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import RPC
 
-/// Lockout, per-IP threat levels, mail and TOTP settings of the handlers (issue 5).
+/// Lockout, per-IP threat levels, mail and TOTP settings of the handlers.
 public struct ProtectionSettings: Sendable {
     public var secrets: AuthSecrets
     public var lockout: AccountLockout
@@ -93,11 +93,13 @@ extension AuthHandlers {
 
     // MARK: Login (C-4, R-4, X-2, X-5)
 
-    func login(_ request: AuthLoginRequest, _ context: ServerContext) async throws -> AuthLoginResponse {
+    public func login(_ request: AuthLoginRequest, _ context: ServerContext) async throws -> AuthLoginResponse {
         let ipHash = try await checkClientIP(request.clientIp, context)
         let email = Validation.normalizedEmail(request.email)
         // Addresses that cannot have been registered are looked up no further (same error, same bcrypt time).
-        let found = email.isEmpty || email.utf8.count > 254 ? nil : try await store.findUser(emailNormalized: email, logger: context.logger)
+        // An address PostgreSQL cannot hold (NUL) or no account can have (controls) is looked up
+        // as no account at all: the same 401 as a wrong password, never a 500.
+        let found = email.isEmpty || email.utf8.count > 254 || !Validation.isStorableText(email) ? nil : try await store.findUser(emailNormalized: email, logger: context.logger)
         let matched: Bool
         if let found {
             matched = try await hasher.verify(request.password, against: found.passwordHash)

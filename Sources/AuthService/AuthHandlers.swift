@@ -6,7 +6,7 @@ import Synchronization
 
 /// The auth service's RPC methods. Every request is untrusted input (the edge validates too).
 /// Errors carry safe messages only; passwords, tokens and hashes are never logged.
-public final class AuthHandlers: Sendable {
+public final class AuthHandlers: AuthRPCHandler {
     public let store: AuthStore
     public let hasher: PasswordHasher
     public let keyRing: SigningKeyRing
@@ -39,74 +39,25 @@ public final class AuthHandlers: Sendable {
         self.audit = audit
     }
 
-    public func router() -> RPCRouter {
-        var router = RPCRouter()
-        router.register(AuthAPI.register) { [self] request, context in try await register(request, context) }
-        router.register(AuthAPI.login) { [self] request, context in try await login(request, context) }
-        router.register(AuthAPI.refresh) { [self] request, context in try await refresh(request, context) }
-        router.register(AuthAPI.logout) { [self] request, context in try await logout(request, context) }
-        router.register(AuthAPI.revokeAllSessions) { [self] request, context in try await revokeAllSessions(request, context) }
-        router.register(AuthAPI.getUser) { [self] request, context in try await getUser(request, context) }
-        router.register(AuthAPI.changePassword) { [self] request, context in try await changePassword(request, context) }
-        router.register(AuthAPI.getJWKS) { [self] _, _ in
-            var response = AuthGetJWKSResponse()
-            response.jwksJson = issuer.jwksJSON()
-            return response
-        }
-        router.register(AuthAPI.checkRevoked) { [self] request, context in try await checkRevoked(request, context) }
-        router.register(AuthAPI.updateUser) { [self] request, context in try await updateUser(request, context) }
-        router.register(AuthAPI.deleteUser) { [self] request, context in try await deleteUser(request, context) }
-        router.register(AuthAPI.listSessions) { [self] request, context in try await listSessions(request, context) }
-        router.register(AuthAPI.rotateSigningKey) { [self] request, context in try await rotateSigningKey(request, context) }
-        router.register(AuthAPI.forgotPassword) { [self] request, context in try await forgotPassword(request, context) }
-        router.register(AuthAPI.resetPassword) { [self] request, context in try await resetPassword(request, context) }
-        router.register(AuthAPI.createAPIKey) { [self] request, context in try await createAPIKey(request, context) }
-        router.register(AuthAPI.listAPIKeys) { [self] request, context in try await listAPIKeys(request, context) }
-        router.register(AuthAPI.revokeAPIKey) { [self] request, context in try await revokeAPIKey(request, context) }
-        router.register(AuthAPI.authenticateAPIKey) { [self] request, context in try await authenticateAPIKey(request, context) }
-        router.register(AuthAPI.beginTOTPEnrollment) { [self] request, context in try await beginTOTPEnrollment(request, context) }
-        router.register(AuthAPI.confirmTOTPEnrollment) { [self] request, context in try await confirmTOTPEnrollment(request, context) }
-        router.register(AuthAPI.getNotificationPreferences) { [self] request, context in try await getNotificationPreferences(request, context) }
-        router.register(AuthAPI.putNotificationPreferences) { [self] request, context in try await putNotificationPreferences(request, context) }
-        router.register(AuthAPI.registerDevice) { [self] request, context in try await registerDevice(request, context) }
-        router.register(AuthAPI.removeDevice) { [self] request, context in try await removeDevice(request, context) }
-        router.register(AuthAPI.adminUnlockUser) { [self] request, context in try await adminUnlockUser(request, context) }
-        router.register(AuthAPI.revokeEverything) { [self] request, context in try await revokeEverything(request, context) }
-        router.register(AuthAPI.createAdmin) { [self] request, context in try await createAdmin(request, context) }
-        router.register(AuthAPI.listAuditEvents) { [self] request, context in try await listAuditEvents(request, context) }
-        router.register(AuthAPI.blockIP) { [self] request, context in try await blockIP(request, context) }
-        router.register(AuthAPI.unblockIP) { [self] request, context in try await unblockIP(request, context) }
-        router.register(AuthAPI.listIPBlocks) { [self] request, context in try await listIPBlocks(request, context) }
-        router.register(AuthAPI.verifyAccessToken) { [self] request, context in try await verifyAccessToken(request, context) }
-        return router
+    /// Every method of Protos/auth.proto's `service Auth` (generated: auth.rpc.swift).
+    public func router() -> RPCRouter { rpcRouter() }
+
+    /// The public keys that verify access tokens (JWKS); never a private key.
+    public func getJWKS(_ request: AuthGetJWKSRequest, _ context: ServerContext) async throws -> AuthGetJWKSResponse {
+        var response = AuthGetJWKSResponse()
+        response.jwksJson = issuer.jwksJSON()
+        return response
     }
 
-    /// The edge may call everything; operators (clauctl) the administrative methods.
+    /// The policy the proto's `callers:` lines give: "edge" is the edge's uid, "admin" the operators'
+    /// (the first admin is made on the host, never through the network: no default admin).
     public static func accessPolicy(edgeUIDs: Set<UInt32>, adminUIDs: Set<UInt32>) -> RPCAccessPolicy {
-        var policy = RPCAccessPolicy()
-        let edgeOnly = [
-            AuthAPI.register.fullName, AuthAPI.login.fullName, AuthAPI.refresh.fullName, AuthAPI.logout.fullName, AuthAPI.changePassword.fullName, AuthAPI.checkRevoked.fullName,
-            AuthAPI.updateUser.fullName, AuthAPI.deleteUser.fullName, AuthAPI.listSessions.fullName, AuthAPI.forgotPassword.fullName, AuthAPI.resetPassword.fullName,
-            AuthAPI.createAPIKey.fullName, AuthAPI.listAPIKeys.fullName, AuthAPI.revokeAPIKey.fullName, AuthAPI.authenticateAPIKey.fullName,
-            AuthAPI.beginTOTPEnrollment.fullName, AuthAPI.confirmTOTPEnrollment.fullName, AuthAPI.getNotificationPreferences.fullName,
-            AuthAPI.putNotificationPreferences.fullName, AuthAPI.registerDevice.fullName, AuthAPI.removeDevice.fullName,
-            AuthAPI.verifyAccessToken.fullName,
-        ]
-        // Admin operations: the edge's admin routes (which check role, MFA and X-Admin-Key) and operators.
-        let shared = [
-            AuthAPI.revokeAllSessions.fullName, AuthAPI.getUser.fullName, AuthAPI.getJWKS.fullName, AuthAPI.rotateSigningKey.fullName, AuthAPI.adminUnlockUser.fullName,
-            AuthAPI.revokeEverything.fullName, AuthAPI.listAuditEvents.fullName, AuthAPI.blockIP.fullName, AuthAPI.unblockIP.fullName, AuthAPI.listIPBlocks.fullName,
-        ]
-        for method in edgeOnly { policy.allow(method, uids: edgeUIDs) }
-        for method in shared { policy.allow(method, uids: edgeUIDs.union(adminUIDs)) }
-        // The first admin is made on the host, never through the network (no default admin).
-        policy.allow(AuthAPI.createAdmin.fullName, uids: adminUIDs)
-        return policy
+        AuthAPI.accessPolicy(callers: AuthRPCCallers(edge: CallerAllowlist(uids: edgeUIDs), admin: CallerAllowlist(uids: adminUIDs)))
     }
 
     // MARK: Register
 
-    func register(_ request: AuthRegisterRequest, _ context: ServerContext) async throws -> AuthRegisterResponse {
+    public func register(_ request: AuthRegisterRequest, _ context: ServerContext) async throws -> AuthRegisterResponse {
         let email = try Validation.email(request.email)
         let fullName = try Validation.fullName(request.fullName)
         let phone = try Validation.phone(request.phone)
@@ -182,7 +133,7 @@ public final class AuthHandlers: Sendable {
         case rejected(String)
     }
 
-    func refresh(_ request: AuthRefreshRequest, _ context: ServerContext) async throws -> AuthRefreshResponse {
+    public func refresh(_ request: AuthRefreshRequest, _ context: ServerContext) async throws -> AuthRefreshResponse {
         guard request.refreshToken.utf8.count == 43, Base64URL.decode(request.refreshToken)?.count == 32 else {
             throw Self.invalidRefreshToken
         }
@@ -266,7 +217,7 @@ public final class AuthHandlers: Sendable {
 
     // MARK: Logout, revocation
 
-    func logout(_ request: AuthLogoutRequest, _ context: ServerContext) async throws -> AuthLogoutResponse {
+    public func logout(_ request: AuthLogoutRequest, _ context: ServerContext) async throws -> AuthLogoutResponse {
         let now = now()
         let claims: AccessTokenClaims
         do {
@@ -282,7 +233,7 @@ public final class AuthHandlers: Sendable {
         return AuthLogoutResponse()
     }
 
-    func revokeAllSessions(_ request: AuthRevokeAllSessionsRequest, _ context: ServerContext) async throws -> AuthRevokeAllSessionsResponse {
+    public func revokeAllSessions(_ request: AuthRevokeAllSessionsRequest, _ context: ServerContext) async throws -> AuthRevokeAllSessionsResponse {
         guard let userID = UUID(uuidString: request.userID) else { throw RPCError(code: .invalidArgument, message: "user_id must be a UUID") }
         let reason = Validation.reasonWord(request.reason)
         let count = try await store.revokeAllFamilies(userID: userID, reason: reason, now: now(), logger: context.logger)
@@ -293,7 +244,7 @@ public final class AuthHandlers: Sendable {
         return response
     }
 
-    func verifyAccessToken(_ request: AuthVerifyAccessTokenRequest, _ context: ServerContext) async throws -> AuthVerifyAccessTokenResponse {
+    public func verifyAccessToken(_ request: AuthVerifyAccessTokenRequest, _ context: ServerContext) async throws -> AuthVerifyAccessTokenResponse {
         let claims: AccessTokenClaims
         do {
             claims = try issuer.verifier.verify(request.accessToken, now: now())
@@ -314,7 +265,7 @@ public final class AuthHandlers: Sendable {
         return response
     }
 
-    func checkRevoked(_ request: AuthCheckRevokedRequest, _ context: ServerContext) async throws -> AuthCheckRevokedResponse {
+    public func checkRevoked(_ request: AuthCheckRevokedRequest, _ context: ServerContext) async throws -> AuthCheckRevokedResponse {
         guard let jti = UUID(uuidString: request.jti) else { throw RPCError(code: .invalidArgument, message: "jti must be a UUID") }
         var response = AuthCheckRevokedResponse()
         response.revoked = try await store.isRevoked(jti: jti)
@@ -323,7 +274,7 @@ public final class AuthHandlers: Sendable {
 
     // MARK: Users
 
-    func getUser(_ request: AuthGetUserRequest, _ context: ServerContext) async throws -> AuthGetUserResponse {
+    public func getUser(_ request: AuthGetUserRequest, _ context: ServerContext) async throws -> AuthGetUserResponse {
         guard let userID = UUID(uuidString: request.userID) else { throw RPCError(code: .invalidArgument, message: "user_id must be a UUID") }
         guard let user = try await store.findUser(id: userID), user.status != "deleted" else {
             throw RPCError(code: .notFound, message: "user not found")
@@ -333,7 +284,7 @@ public final class AuthHandlers: Sendable {
         return response
     }
 
-    func changePassword(_ request: AuthChangePasswordRequest, _ context: ServerContext) async throws -> AuthChangePasswordResponse {
+    public func changePassword(_ request: AuthChangePasswordRequest, _ context: ServerContext) async throws -> AuthChangePasswordResponse {
         guard let userID = UUID(uuidString: request.userID) else { throw RPCError(code: .invalidArgument, message: "user_id must be a UUID") }
         let keep = request.sessionID.isEmpty ? nil : UUID(uuidString: request.sessionID)
         guard let user = try await store.findUser(id: userID), user.status == "active" else {
@@ -463,6 +414,19 @@ enum Validation {
             throw RPCError(code: .invalidArgument, message: "phone must be in E.164 form, e.g. +14155550100", details: ["field": "phone"])
         }
         return raw
+    }
+
+    /// An FCM registration token: 1-4096 printable ASCII characters (adding and removing alike).
+    static func fcmToken(_ token: String) throws {
+        guard (1...4096).contains(token.utf8.count), token.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw RPCError(code: .invalidArgument, message: "fcm_token must be 1-4096 printable ASCII characters", details: ["field": "fcm_token"])
+        }
+    }
+
+    /// Text PostgreSQL can store and a person could have typed: no NUL (PostgreSQL refuses it
+    /// with 22021) and no other C0/C1 control character or DEL.
+    static func isStorableText(_ text: String) -> Bool {
+        !text.unicodeScalars.contains { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }
     }
 
     /// A short lower-case word for the audit trail.

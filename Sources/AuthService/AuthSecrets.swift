@@ -1,3 +1,4 @@
+import ClauSupport
 import Crypto
 import Foundation
 
@@ -19,7 +20,7 @@ public struct AuthSecrets: Sendable, CustomStringConvertible {
 
     public init(secret: [UInt8]) throws {
         guard secret.count >= Self.minimumSecretBytes else {
-            throw AuthStartupError("the auth secret must be at least \(Self.minimumSecretBytes) bytes (got \(secret.count))")
+            throw StartupError("the auth secret must be at least \(Self.minimumSecretBytes) bytes (got \(secret.count))")
         }
         let input = SymmetricKey(data: secret)
         func derive(_ label: String) -> SymmetricKey {
@@ -41,7 +42,7 @@ public struct AuthSecrets: Sendable, CustomStringConvertible {
     /// does not decrypt.
     func sealTOTPSecret(_ secret: [UInt8], userID: UUID) throws -> Data {
         let box = try AES.GCM.seal(secret, using: totpEncryptionKey, authenticating: Array(userID.uuidString.lowercased().utf8))
-        guard let combined = box.combined else { throw AuthStartupError("AES-GCM produced no combined form") }
+        guard let combined = box.combined else { throw StartupError("AES-GCM produced no combined form") }
         return combined
     }
 

@@ -1,3 +1,4 @@
+import ClauSupport
 import Foundation
 import Logging
 import NIOPosix
@@ -22,14 +23,14 @@ public struct AuthService: Service {
     /// shuts it down. Errors name the setting at fault, never key material.
     public static func build(configuration: AuthConfiguration, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }) async throws -> AuthService {
         guard let current = configuration.signingKeys.first else {
-            throw AuthStartupError("no JWT signing key configured")
+            throw StartupError("no JWT signing key configured")
         }
-        guard configuration.bcryptThreads >= 1 else { throw AuthStartupError("bcrypt threads must be at least 1") }
+        guard configuration.bcryptThreads >= 1 else { throw StartupError("bcrypt threads must be at least 1") }
         let issuer: TokenIssuer
         do {
             issuer = try TokenIssuer(current: current, previous: Array(configuration.signingKeys.dropFirst()), issuer: configuration.issuer, audience: configuration.audience, lifetime: configuration.accessTokenLifetime)
         } catch let error as TokenKeyError {
-            throw AuthStartupError(error.description)
+            throw StartupError(error.description)
         }
         let pool = NIOThreadPool(numberOfThreads: configuration.bcryptThreads)
         pool.start()
@@ -42,7 +43,7 @@ public struct AuthService: Service {
             }
         } catch {
             try? await pool.shutdownGracefully()
-            throw AuthStartupError("bcrypt cost must be between \(PasswordHasher.minimumProductionCost) and 31 (got \(configuration.bcryptCost))")
+            throw StartupError("bcrypt cost must be between \(PasswordHasher.minimumProductionCost) and 31 (got \(configuration.bcryptCost))")
         }
         let postgres = PostgresClient(configuration: configuration.database, backgroundLogger: logger)
         let outbox = MailOutbox(mailer: configuration.mailer, from: configuration.mailFrom, productName: configuration.productName, logger: logger)
@@ -113,13 +114,9 @@ extension AuthService {
             }
             defer { group.cancelAll() }
             guard let first = try await group.next(), first else {
-                throw AuthStartupError("PostgreSQL did not answer within \(timeout) (check the socket path, role, password and that `clauctl migrate --schema auth` ran)")
+                throw StartupError("PostgreSQL did not answer within \(timeout) (check the socket path, role, password and that `clauctl migrate --schema auth` ran)")
             }
         }
     }
 }
 
-public struct AuthStartupError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}

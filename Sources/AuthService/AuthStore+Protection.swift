@@ -1,3 +1,4 @@
+import ClauSupport
 import Foundation
 import Logging
 import PostgresNIO
@@ -31,7 +32,7 @@ public struct ResetCodeRecord: Sendable, Equatable {
     public var usedAt: Date?
 }
 
-/// Account data and protection state (issue 5). Binds only (C-16).
+/// Account data and protection state. Binds only (C-16).
 extension AuthStore {
     // MARK: profile fields
 
@@ -314,7 +315,7 @@ extension AuthStore {
             RETURNING id
             """, logger: logger)
         for try await id in rows.decode(UUID.self) { return id }
-        throw AuthStartupError("device insert returned no row")
+        throw StartupError("device insert returned no row")
     }
 
     public func removeDevice(userID: UUID, token: String, logger: Logger) async throws -> Bool {

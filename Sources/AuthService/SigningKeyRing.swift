@@ -76,17 +76,17 @@ public struct SigningKeyDirectory: Sendable {
     public func load(generate algorithm: AccessTokenAlgorithm?) async throws -> [SigningKey] {
         var info = stat()
         guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
-            throw AuthStartupError("signing key directory \(path) does not exist")
+            throw StartupError("signing key directory \(path) does not exist")
         }
         guard info.st_mode & 0o077 == 0 else {
-            throw AuthStartupError("signing key directory \(path) is accessible to group or others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 700 it")
+            throw StartupError("signing key directory \(path) is accessible to group or others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 700 it")
         }
         var keys: [SigningKey] = []
         let names = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".pem") }.sorted()
         for name in names {
             let parts = name.dropLast(4).split(separator: ".")
             guard parts.count == 2, let algorithm = AccessTokenAlgorithm(rawValue: String(parts[1])) else {
-                throw AuthStartupError("\(path)/\(name) is not named <kid>.<ALG>.pem")
+                throw StartupError("\(path)/\(name) is not named <kid>.<ALG>.pem")
             }
             let pem = try SecretFile.readString(at: "\(path)/\(name)")
             keys.append(try await SigningKey.load(pem: pem, algorithm: algorithm, kid: String(parts[0])))
@@ -100,7 +100,7 @@ public struct SigningKeyDirectory: Sendable {
         }
         let current = (try? String(contentsOfFile: "\(path)/current", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
         guard let current, let index = keys.firstIndex(where: { $0.kid == current }) else {
-            throw AuthStartupError("\(path)/current does not name one of the keys in the directory")
+            throw StartupError("\(path)/current does not name one of the keys in the directory")
         }
         let signing = keys.remove(at: index)
         return [signing] + keys
@@ -124,17 +124,17 @@ public struct SigningKeyDirectory: Sendable {
     static func atomicWrite(_ data: Data, to target: String, mode: mode_t) throws {
         let temporary = target + ".tmp-" + Hex.encode(SecureRandom.bytes(4))
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw AuthStartupError("cannot create \(temporary): errno \(errno)") }
+        guard fd >= 0 else { throw StartupError("cannot create \(temporary): errno \(errno)") }
         let written = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         guard written == data.count, fsync(fd) == 0 else {
             close(fd)
             unlink(temporary)
-            throw AuthStartupError("cannot write \(temporary)")
+            throw StartupError("cannot write \(temporary)")
         }
         close(fd)
         guard rename(temporary, target) == 0 else {
             unlink(temporary)
-            throw AuthStartupError("cannot rename into \(target): errno \(errno)")
+            throw StartupError("cannot rename into \(target): errno \(errno)")
         }
         let directory = open((target as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if directory >= 0 {

@@ -37,3 +37,10 @@ public enum ServiceProcess {
         }
     }
 }
+
+/// Why a service refused to start (a loose secret file, a bad flag, an unreachable dependency).
+/// The message names the file or setting, never a secret; the process prints it and exits 1.
+public struct StartupError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,3 +1,5 @@
+import Crypto
+
 /// The generic cell rate algorithm, in integer microseconds.
 ///
 /// This is the single definition of the algorithm in Swift; the Lua script in

@@ -40,13 +40,9 @@ public struct Vault: Sendable {
             do {
                 return [try FernetKey(base64URL: encoded)]
             } catch {
-                throw VaultStartupError("CLAU_VAULT_DEV_KEY is not a valid Fernet key (32 bytes, URL-safe base64)")
+                throw StartupError("CLAU_VAULT_DEV_KEY is not a valid Fernet key (32 bytes, URL-safe base64)")
             }
         }
     }
 }
 
-public struct VaultStartupError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}

@@ -5,7 +5,7 @@ import Synchronization
 
 /// The vault's RPC methods over a `ContextBoundCipher`. Keys can be reloaded (after
 /// `clauctl vault rotate`) without a restart; calls in flight keep the keys they started with.
-public final class VaultHandlers: Sendable {
+public final class VaultHandlers: VaultRPCHandler {
     private let cipher: Mutex<ContextBoundCipher>
     private let decryptLimiter: PerCallerRateLimiter
     private let audit: Logger
@@ -33,34 +33,30 @@ public final class VaultHandlers: Sendable {
         ])
     }
 
-    public func router() -> RPCRouter {
-        var router = RPCRouter()
-        router.register(VaultAPI.encrypt) { [self] request, context in try encrypt(request, context) }
-        router.register(VaultAPI.decrypt) { [self] request, context in try decrypt(request, context) }
-        router.register(VaultAPI.rewrap) { [self] request, context in try rewrap(request, context) }
-        router.register(VaultAPI.keyStatus) { [self] _, _ in
-            let ids = keyIDs
-            var response = VaultKeyStatusResponse()
-            response.currentKeyID = ids[0]
-            response.keyIds = ids
-            return response
-        }
-        return router
+    /// Every method of Protos/vault.proto's `service Vault` (generated: vault.rpc.swift).
+    public func router() -> RPCRouter { rpcRouter() }
+
+    /// Ids and count only, never keys.
+    public func keyStatus(_ request: VaultKeyStatusRequest, _ context: ServerContext) throws -> VaultKeyStatusResponse {
+        let ids = keyIDs
+        var response = VaultKeyStatusResponse()
+        response.currentKeyID = ids[0]
+        response.keyIds = ids
+        return response
     }
 
-    /// Decrypt for the broker only; Encrypt/Rewrap/KeyStatus for the broker and operators.
+    /// Decrypt for the broker only; Encrypt/Rewrap/KeyStatus for the broker and operators, as
+    /// the proto's `callers:` lines say.
     public static func accessPolicy(brokerUIDs: Set<UInt32>, adminUIDs: Set<UInt32>) -> RPCAccessPolicy {
-        var policy = RPCAccessPolicy()
-        policy.allow(VaultAPI.decrypt.fullName, uids: brokerUIDs)
-        for method in [VaultAPI.encrypt.fullName, VaultAPI.rewrap.fullName, VaultAPI.keyStatus.fullName] {
-            policy.allow(method, uids: brokerUIDs.union(adminUIDs))
-        }
-        return policy
+        VaultAPI.accessPolicy(callers: VaultRPCCallers(broker: CallerAllowlist(uids: brokerUIDs), admin: CallerAllowlist(uids: adminUIDs)))
     }
 
     private var currentCipher: ContextBoundCipher { cipher.withLock { $0 } }
 
-    func encrypt(_ request: VaultEncryptRequest, _ context: ServerContext) throws -> VaultEncryptResponse {
+    public func encrypt(_ request: VaultEncryptRequest, _ context: ServerContext) throws -> VaultEncryptResponse {
+        guard request.plaintext.count <= VaultAPI.maximumPlaintextBytes else {
+            throw RPCError(code: .invalidArgument, message: "plaintext is over \(VaultAPI.maximumPlaintextBytes) bytes", details: ["field": "plaintext"])
+        }
         let cipher = currentCipher
         do {
             var response = VaultEncryptResponse()
@@ -72,7 +68,7 @@ public final class VaultHandlers: Sendable {
         }
     }
 
-    func decrypt(_ request: VaultDecryptRequest, _ context: ServerContext) throws -> VaultDecryptResponse {
+    public func decrypt(_ request: VaultDecryptRequest, _ context: ServerContext) throws -> VaultDecryptResponse {
         var event: Logger.Metadata = [
             "event": "vault_decrypt", "caller_uid": "\(context.peer.uid)", "caller_pid": "\(context.peer.pid)",
             "context": "\(Self.loggableContext(request.context))", "request_id": "\(context.requestID)",
@@ -101,9 +97,12 @@ public final class VaultHandlers: Sendable {
         }
     }
 
-    func rewrap(_ request: VaultRewrapRequest, _ context: ServerContext) throws -> VaultRewrapResponse {
+    public func rewrap(_ request: VaultRewrapRequest, _ context: ServerContext) throws -> VaultRewrapResponse {
         guard request.items.count <= VaultAPI.maximumRewrapBatch else {
             throw RPCError(code: .invalidArgument, message: "at most \(VaultAPI.maximumRewrapBatch) items per Rewrap call")
+        }
+        guard request.items.reduce(0, { $0 + VaultAPI.rewrapCost(of: $1) }) <= VaultAPI.maximumRewrapBatchBytes else {
+            throw RPCError(code: .invalidArgument, message: "at most \(VaultAPI.maximumRewrapBatchBytes) bytes of tokens per Rewrap call")
         }
         let cipher = currentCipher
         var response = VaultRewrapResponse()

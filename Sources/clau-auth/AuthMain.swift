@@ -105,29 +105,29 @@ struct AuthMain: AsyncParsableCommand {
     }
 
     func makeConfiguration() async throws -> AuthConfiguration {
-        guard let mode = mode_t(socketMode, radix: 8), mode <= 0o777 else { throw AuthStartupError("--socket-mode \(socketMode) is not an octal file mode") }
+        guard let mode = mode_t(socketMode, radix: 8), mode <= 0o777 else { throw StartupError("--socket-mode \(socketMode) is not an octal file mode") }
         let edges = try Set(edgeUsers.map(UserLookup.uid(of:)))
-        guard !edges.isEmpty else { throw AuthStartupError("--edge-user is required: without it nobody may log in") }
-        guard (1...30).contains(accessTokenMinutes) else { throw AuthStartupError("--access-token-minutes must be 1-30") }
+        guard !edges.isEmpty else { throw StartupError("--edge-user is required: without it nobody may log in") }
+        guard (1...30).contains(accessTokenMinutes) else { throw StartupError("--access-token-minutes must be 1-30") }
 
         var keys: [SigningKey] = []
         if let signingKeyDir {
-            guard signingKeys.isEmpty else { throw AuthStartupError("--signing-key-dir and --signing-key exclude each other") }
+            guard signingKeys.isEmpty else { throw StartupError("--signing-key-dir and --signing-key exclude each other") }
             guard let algorithm = AccessTokenAlgorithm(rawValue: signingKeyAlgorithm) else {
-                throw AuthStartupError("--signing-key-algorithm must be RS256, ES256, EdDSA or HS256")
+                throw StartupError("--signing-key-algorithm must be RS256, ES256, EdDSA or HS256")
             }
             keys = try await SigningKeyDirectory(path: signingKeyDir).load(generate: algorithm)
         }
         for spec in signingKeys {
             let fields = spec.split(separator: ":", maxSplits: 2).map(String.init)
             guard fields.count == 3, let algorithm = AccessTokenAlgorithm(rawValue: fields[0]), !fields[1].isEmpty else {
-                throw AuthStartupError("--signing-key must be ALG:KID:FILE with ALG one of RS256, ES256, EdDSA, HS256")
+                throw StartupError("--signing-key must be ALG:KID:FILE with ALG one of RS256, ES256, EdDSA, HS256")
             }
             keys.append(try await SigningKey.load(pem: try SecretFile.readString(at: fields[2]), algorithm: algorithm, kid: fields[1]))
         }
         if keys.isEmpty, signingKeyDir == nil {
             guard let path = SecretFile.credentialPath("jwt-signing-key") else {
-                throw AuthStartupError("no JWT signing key: pass --signing-key, or run under systemd with LoadCredential=jwt-signing-key")
+                throw StartupError("no JWT signing key: pass --signing-key, or run under systemd with LoadCredential=jwt-signing-key")
             }
             keys.append(try await SigningKey.load(pem: try SecretFile.readString(at: path), algorithm: .rs256, kid: signingKid))
         }
@@ -139,10 +139,10 @@ struct AuthMain: AsyncParsableCommand {
             password = try SecretFile.readString(at: path)
         }
         var database = PostgresClient.Configuration(unixSocketPath: dbSocket, username: dbUser, password: password, database: dbName)
-        guard (1...100).contains(dbConnections) else { throw AuthStartupError("--db-connections must be between 1 and 100") }
+        guard (1...100).contains(dbConnections) else { throw StartupError("--db-connections must be between 1 and 100") }
         database.useFixedLocalPool(connections: dbConnections)
         guard let secretPath = secretFile ?? SecretFile.credentialPath("auth-secret") else {
-            throw AuthStartupError("no auth secret: pass --secret-file, or run under systemd with LoadCredential=auth-secret")
+            throw StartupError("no auth secret: pass --secret-file, or run under systemd with LoadCredential=auth-secret")
         }
         let secret = try AuthSecrets(secret: Array(try SecretFile.read(at: secretPath)))
         var configuration = AuthConfiguration(socketPath: socket, database: database, signingKeys: keys, serverSecret: secret)
@@ -153,7 +153,7 @@ struct AuthMain: AsyncParsableCommand {
         do {
             renderer = try MailRenderer(messageIDDomain: domain)
         } catch {
-            throw AuthStartupError("--mail-from must be an address with a valid domain")
+            throw StartupError("--mail-from must be an address with a valid domain")
         }
         switch mail {
         case "sendmail":
@@ -163,7 +163,7 @@ struct AuthMain: AsyncParsableCommand {
         case let value where value.hasPrefix("maildir:") && value.count > 8:
             configuration.mailer = MaildirMailer(directory: URL(fileURLWithPath: String(value.dropFirst(8))), renderer: renderer)
         default:
-            throw AuthStartupError("--mail must be sendmail, maildir:DIR or none")
+            throw StartupError("--mail must be sendmail, maildir:DIR or none")
         }
         configuration.socketMode = mode
         configuration.socketGroup = try socketGroup.map(UserLookup.gid(of:))

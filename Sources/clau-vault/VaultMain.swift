@@ -44,9 +44,7 @@ struct VaultMain: AsyncParsableCommand {
     func run() async throws {
         try await ServiceProcess.run(name: "vault", logLevel: logLevel) { logger in
             let vault = try Vault.build(configuration: try makeConfiguration(), logger: logger)
-            let keyReloader = SignalHandlerService(signal: .sighup) {
-                do { try vault.reloadKeys() } catch { logger.error("key reload failed; keeping the old keys", metadata: ["error": "\(error)"]) }
-            }
+            let keyReloader = ReloadOnSignal(what: "vault keys", logger: logger) { try vault.reloadKeys() }
             return ServiceProcess.Plan(services: [.init(service: vault.server), .init(service: keyReloader)], startingMetadata: [
                 "socket": "\(socket)", "key_ids": "\(vault.handlers.keyIDs.joined(separator: ","))",
             ])
@@ -63,32 +61,20 @@ struct VaultMain: AsyncParsableCommand {
         } else if dev, let key = environment["CLAU_VAULT_DEV_KEY"] {
             keySource = .developmentKey(key)
         } else {
-            throw VaultStartupError("no Fernet keys: pass --key-file, or run under systemd with LoadCredential=fernet-keys (CLAU_VAULT_DEV_KEY is read only with --dev)")
+            throw StartupError("no Fernet keys: pass --key-file, or run under systemd with LoadCredential=fernet-keys (CLAU_VAULT_DEV_KEY is read only with --dev)")
         }
         if !dev, environment["CLAU_VAULT_DEV_KEY"] != nil {
-            throw VaultStartupError("CLAU_VAULT_DEV_KEY is set but --dev is not: refusing to run with a development key in the environment")
+            throw StartupError("CLAU_VAULT_DEV_KEY is set but --dev is not: refusing to run with a development key in the environment")
         }
-        guard let mode = mode_t(socketMode, radix: 8), mode <= 0o777 else { throw VaultStartupError("--socket-mode \(socketMode) is not an octal file mode") }
+        guard let mode = mode_t(socketMode, radix: 8), mode <= 0o777 else { throw StartupError("--socket-mode \(socketMode) is not an octal file mode") }
         let brokers = try Set(brokerUsers.map(UserLookup.uid(of:)))
-        guard !brokers.isEmpty else { throw VaultStartupError("--broker-user is required: without it nobody may call Decrypt") }
+        guard !brokers.isEmpty else { throw StartupError("--broker-user is required: without it nobody may call Decrypt") }
         var configuration = VaultConfiguration(socketPath: socket, keySource: keySource, brokerUIDs: brokers)
         configuration.socketMode = mode
         configuration.socketGroup = try socketGroup.map(UserLookup.gid(of:))
         configuration.adminUIDs = try Set(adminUsers.map(UserLookup.uid(of:)))
-        guard decryptsPerMinute > 0 else { throw VaultStartupError("--decrypts-per-minute must be positive") }
+        guard decryptsPerMinute > 0 else { throw StartupError("--decrypts-per-minute must be positive") }
         configuration.decryptsPerMinutePerCaller = decryptsPerMinute
         return configuration
-    }
-}
-
-/// Runs `action` on each delivery of a signal until shutdown.
-struct SignalHandlerService: Service {
-    let signal: UnixSignal
-    let action: @Sendable () -> Void
-
-    func run() async throws {
-        for await _ in await UnixSignalsSequence(trapping: signal).cancelOnGracefulShutdown() {
-            action()
-        }
     }
 }

@@ -4,7 +4,7 @@ import Testing
 
 @testable import AuthService
 
-@Suite("API keys (R-3)")
+@Suite("API keys (R-3)", .timeLimit(.minutes(5)))
 struct APIKeyFormatTests {
     @Test func generatedKeysHaveTheDocumentedFormat_R3() {
         let key = APIKeyFormat.generate()
@@ -74,7 +74,7 @@ struct APIKeyFormatTests {
     }
 }
 
-@Suite("Shared primitives")
+@Suite("Shared primitives", .timeLimit(.minutes(5)))
 struct SecurityPrimitivesTests {
     @Test func hmacSHA256MatchesRFC4231_R3() {
         // RFC 4231 test case 2.

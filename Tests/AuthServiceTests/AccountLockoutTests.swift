@@ -3,7 +3,7 @@ import Testing
 
 @testable import AuthService
 
-@Suite("Account lockout (C-4, X-6)")
+@Suite("Account lockout (C-4, X-6)", .timeLimit(.minutes(5)))
 struct AccountLockoutTests {
     let lockout = AccountLockout()
     let t0 = Date(timeIntervalSince1970: 1_700_000_000)

@@ -1,10 +1,11 @@
+import ClauSupport
 import Foundation
 import PostgresNIO
 import RPC
 import Testing
 @testable import AuthService
 
-@Suite("Account management over PostgreSQL (issue 4)")
+@Suite("Account management over PostgreSQL", .timeLimit(.minutes(5)))
 struct AuthAccountTests {
     @Test func updateUserChangesOnlyGivenFieldsAndValidates_C15() async throws {
         try await withAuthService { auth in
@@ -25,6 +26,26 @@ struct AuthAccountTests {
             request.fullName = "Augusta Ada King"
             let cleared = try await auth.client().call(AuthAPI.updateUser, request).user
             #expect(cleared.phone == "" && cleared.fullName == "Augusta Ada King")
+        }
+    }
+
+    /// A NUL in the e-mail used to reach PostgreSQL (22021) and come back as an internal error:
+    /// at login it is now an unknown account, the same 401 as a wrong password; removing a
+    /// device with a NUL in its token is a typed INVALID_ARGUMENT, as adding one is (C-15).
+    @Test func controlCharactersNeverReachPostgreSQL_C15_X2() async throws {
+        try await withAuthService { auth in
+            try await auth.register("nul@example.com")
+            for email in ["nul\u{0}@example.com", "a\u{0}@example.com", "nul@example.com\u{1}"] {
+                let refused = await #expect(throws: RPCError.self) { try await auth.login(email) }
+                #expect(refused?.code == .unauthenticated, "\(email.debugDescription): \(String(describing: refused))")
+            }
+            var remove = AuthRemoveDeviceRequest()
+            remove.userID = try await auth.userID("nul@example.com").uuidString
+            remove.fcmToken = "a\u{0}"
+            let bad = await #expect(throws: RPCError.self) { try await auth.client().call(AuthAPI.removeDevice, remove) }
+            #expect(bad?.code == .invalidArgument)
+            #expect(bad?.details["field"] == "fcm_token")
+            #expect(try await auth.login("nul@example.com").tokens.accessToken.isEmpty == false, "the account itself still works")
         }
     }
 
@@ -161,11 +182,11 @@ struct AuthAccountTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("clau-keys-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o750])
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        await #expect(throws: AuthStartupError.self) { try await SigningKeyDirectory(path: directory).load(generate: .es256) }
+        await #expect(throws: StartupError.self) { try await SigningKeyDirectory(path: directory).load(generate: .es256) }
     }
 }
 
-@Suite("HS256 verification by auth")
+@Suite("HS256 verification by auth", .timeLimit(.minutes(5)))
 struct AuthHS256Tests {
     @Test func hs256TokensAreVerifiedByAuthIncludingRevocation_C2_R1() async throws {
         let key = try await SigningKey.generate(algorithm: .hs256, kid: "hs-1")

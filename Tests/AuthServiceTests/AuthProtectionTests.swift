@@ -51,7 +51,7 @@ private func failure(_ result: Result<AuthLoginResponse, RPCError>) -> RPCError?
     return nil
 }
 
-@Suite("Account protection over PostgreSQL (issue 5)")
+@Suite("Account protection over PostgreSQL", .timeLimit(.minutes(5)))
 struct AuthProtectionTests {
     static let newPassword = "Brisk!Otter-lantern-93"
 
@@ -448,7 +448,7 @@ struct AuthProtectionTests {
     }
 }
 
-@Suite("Secrets never reach the log")
+@Suite("Secrets never reach the log", .timeLimit(.minutes(5)))
 struct AuthLogRedactionTests {
     @Test func passwordsKeysCodesAndTokensNeverAppearInLogs_C17_R3() async throws {
         let log = CapturedLog()

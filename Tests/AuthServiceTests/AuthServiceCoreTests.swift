@@ -4,7 +4,7 @@ import RPC
 import Testing
 @testable import AuthService
 
-@Suite("Auth service over PostgreSQL")
+@Suite("Auth service over PostgreSQL", .timeLimit(.minutes(5)))
 struct AuthServiceCoreTests {
     @Test func loginIssuesVerifiableAccessTokenWithRequiredClaims_C2_R1() async throws {
         try await withAuthService { auth in
@@ -287,7 +287,7 @@ struct AuthServiceCoreTests {
     }
 }
 
-@Suite("Auth service timing and isolation")
+@Suite("Auth service timing and isolation", .timeLimit(.minutes(5)))
 struct AuthServiceTimingTests {
     /// an unknown e-mail costs the same as a wrong password (a dummy bcrypt verify at the
     /// configured cost). Cost 10 (the production minimum) makes bcrypt dominate the database
@@ -342,7 +342,7 @@ struct AuthServiceTimingTests {
     }
 }
 
-@Suite("Batched hot reads over PostgreSQL")
+@Suite("Batched hot reads over PostgreSQL", .timeLimit(.minutes(5)))
 struct AuthBatchedReadTests {
     /// Concurrent `GetUser` and revocation checks share queries (`BatchedLookup`); each caller must
     /// still get exactly its own answer, including "no such user" and "revoked".

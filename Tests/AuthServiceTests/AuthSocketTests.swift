@@ -1,10 +1,11 @@
+import ClauSupport
 import Foundation
 import RPC
 import TestSupport
 import Testing
 @testable import AuthService
 
-@Suite("Auth service process wiring")
+@Suite("Auth service process wiring", .timeLimit(.minutes(5)))
 struct AuthSocketTests {
     private func configuration(database: TestDatabase, socketPath: String) async throws -> AuthConfiguration {
         var configuration = AuthConfiguration(socketPath: socketPath, database: database.clientConfiguration(role: "clau_auth"), signingKeys: [try await sharedRSAKey.value], serverSecret: .random())
@@ -49,7 +50,7 @@ struct AuthSocketTests {
         configuration.database = .init(unixSocketPath: database.cluster.socketPath, username: "clau_auth", password: nil, database: "no_such_database")
         configuration.databaseStartupTimeout = .seconds(1)
         let service = try await AuthService.build(configuration: configuration, logger: quietLogger)
-        let error = await #expect(throws: AuthStartupError.self) { try await service.run() }
+        let error = await #expect(throws: StartupError.self) { try await service.run() }
         #expect(error?.description.contains("PostgreSQL did not answer") == true)
     }
 
@@ -58,8 +59,8 @@ struct AuthSocketTests {
         var configuration = try await configuration(database: database, socketPath: "/unused")
         configuration.allowWeakBcryptCostForTests = false
         configuration.bcryptCost = 9
-        await #expect(throws: AuthStartupError.self) { try await AuthService.build(configuration: configuration, logger: quietLogger) }
+        await #expect(throws: StartupError.self) { try await AuthService.build(configuration: configuration, logger: quietLogger) }
         configuration.signingKeys = []
-        await #expect(throws: AuthStartupError.self) { try await AuthService.build(configuration: configuration, logger: quietLogger) }
+        await #expect(throws: StartupError.self) { try await AuthService.build(configuration: configuration, logger: quietLogger) }
     }
 }

@@ -5,7 +5,7 @@ import Testing
 @testable import AuthService
 import TestSupport
 
-@Suite("Per-IP threat policy (R-4, C-4)")
+@Suite("Per-IP threat policy (R-4, C-4)", .timeLimit(.minutes(5)))
 struct IPThreatPolicyTests {
     let policy = IPThreatPolicy()
     let t0 = Date(timeIntervalSince1970: 1_700_000_000)
@@ -101,7 +101,7 @@ struct IPThreatPolicyTests {
     }
 }
 
-@Suite("IP hashing (R-4)")
+@Suite("IP hashing (R-4)", .timeLimit(.minutes(5)))
 struct IPHasherTests {
     let hasher = IPHasher(key: SymmetricKey(data: Array("test-ip-key-0123456789abcdef".utf8)))
 

@@ -7,7 +7,7 @@ import Testing
 /// MaildirMailer wrote, each message once, keeps what the SMTP side refused for the next run, and
 /// never logs a message's contents. The sendmail here is a script that files each message it
 /// accepts and refuses those addressed to `refuse@…`.
-@Suite("Mail relay of auth's maildir (C-5)")
+@Suite("Mail relay of auth's maildir (C-5)", .timeLimit(.minutes(5)))
 struct MailRelayTests {
     let relay = repositoryRoot + "/deploy/bin/clau-mail-relay"
 

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import AuthService
 
+@Suite(.timeLimit(.minutes(5)))
 struct MailRendererTests {
     @Test func renderedMessageHasAllHeadersInRFC5322Form() throws {
         let renderer = try MailTestSupport.renderer(token: "0123456789abcdef0123456789abcdef")

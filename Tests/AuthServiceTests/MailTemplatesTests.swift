@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import AuthService
 
+@Suite(.timeLimit(.minutes(5)))
 struct MailTemplatesTests {
     let templates = MailTemplates(productName: "Clau")
     static let lockedUntil = Date(timeIntervalSince1970: 1_795_449_141)  // 2026-11-23 15:52:21 UTC

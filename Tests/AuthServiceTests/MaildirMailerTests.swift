@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import AuthService
 
+@Suite(.timeLimit(.minutes(5)))
 struct MaildirMailerTests {
     @Test func maildirRoundTripPreservesRecipientSubjectAndBody() async throws {
         let root = try MailTestSupport.temporaryDirectory()

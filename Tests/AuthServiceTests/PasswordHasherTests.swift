@@ -38,7 +38,7 @@ private final class CompletionCount: Sendable {
     var value: Int { count.withLock { $0 } }
 }
 
-@Suite("bcrypt password hashing")
+@Suite("bcrypt password hashing", .timeLimit(.minutes(5)))
 struct PasswordHasherTests {
     @Test func bcryptVectorsVerify_C3() async throws {
         let vectors = try JSONDecoder().decode(BcryptVectors.self, from: fixtureData("bcrypt_vectors.json"))

@@ -5,7 +5,7 @@ import Testing
 import TestSupport
 
 
-@Suite("PasswordPolicy (R-6, C-3)")
+@Suite("PasswordPolicy (R-6, C-3)", .timeLimit(.minutes(5)))
 struct PasswordPolicyTests {
     let policy = PasswordPolicy()
 
@@ -215,7 +215,7 @@ struct PasswordPolicyTests {
     }
 }
 
-@Suite("Common password list (R-6)")
+@Suite("Common password list (R-6)", .timeLimit(.minutes(5)))
 struct CommonPasswordsTests {
     @Test func bundlesAtLeastTenThousandPasswords_R6() {
         #expect(CommonPasswords.all.count >= 10_000)

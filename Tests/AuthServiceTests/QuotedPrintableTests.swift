@@ -3,6 +3,7 @@ import Testing
 @testable import AuthService
 import TestSupport
 
+@Suite(.timeLimit(.minutes(5)))
 struct QuotedPrintableTests {
     /// Pieces the random texts are made of: ASCII, '=', spaces and tabs (often at line ends),
     /// CR, LF, CRLF, accents, combining marks, CJK, emoji with ZWJ, and long unbroken runs.

@@ -3,7 +3,7 @@ import Testing
 
 @testable import AuthService
 
-@Suite("Refresh-token families (C-2, R-1, X-6)")
+@Suite("Refresh-token families (C-2, R-1, X-6)", .timeLimit(.minutes(5)))
 struct RefreshFamilyStateMachineTests {
     let machine = RefreshFamilyStateMachine()
     let familyID = UUID()

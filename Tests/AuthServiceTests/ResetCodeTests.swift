@@ -4,7 +4,7 @@ import Testing
 
 @testable import AuthService
 
-@Suite("Password-reset codes (C-5)")
+@Suite("Password-reset codes (C-5)", .timeLimit(.minutes(5)))
 struct ResetCodeTests {
     let key = SymmetricKey(data: Array("reset-code-test-key-0123456789ab".utf8))
 

@@ -8,6 +8,7 @@ import Darwin
 #endif
 
 /// The sendmail backend against real fake `sendmail` scripts (real processes, no mocks).
+@Suite(.timeLimit(.minutes(5)))
 struct SendmailMailerTests {
     @Test func sendmailGetsExactlyDashTDashIAndTheByteExactMessage() async throws {
         let dir = try MailTestSupport.temporaryDirectory()

@@ -4,7 +4,7 @@ import Testing
 @testable import AuthService
 import TestSupport
 
-@Suite("TOTP (X-5, RFC 6238)")
+@Suite("TOTP (X-5, RFC 6238)", .timeLimit(.minutes(5)))
 struct TOTPTests {
     static let sha1Seed = Array("12345678901234567890".utf8)
     static let sha256Seed = Array("12345678901234567890123456789012".utf8)

@@ -32,7 +32,7 @@ private func key(_ vector: JWSVectors.Vector, publicOnly: Bool = true) async thr
     return try await VerificationKey.fromJWK(json: JSONEncoder().encode(jwk), kid: vector.id, algorithm: algorithm)
 }
 
-@Suite("JWT issuing and verification")
+@Suite("JWT issuing and verification", .timeLimit(.minutes(5)))
 struct TokenIssuerTests {
     @Test func rfcJWSVectorsVerify_C2() async throws {
         let vectors = try loadVectors()
@@ -154,7 +154,7 @@ private func publicKeyPEM(of key: SigningKey) throws -> String {
     return try _RSA.Signing.PublicKey(n: n, e: e).pemRepresentation
 }
 
-@Suite("JWKS parsing for verifiers without secrets")
+@Suite("JWKS parsing for verifiers without secrets", .timeLimit(.minutes(5)))
 struct JWKSParsingTests {
     @Test func onlyWellFormedAsymmetricSigningKeysAreTaken_C2() async throws {
         let rsa = try await SigningKey.generate(algorithm: .rs256, kid: "r")

@@ -47,7 +47,7 @@ private func waitUntil(_ condition: () -> Bool) async {
     while !condition() && ContinuousClock.now < deadline { await Task.yield(); try? await Task.sleep(for: .milliseconds(1)) }
 }
 
-@Suite("BatchedLookup: concurrent point reads share one query")
+@Suite("BatchedLookup: concurrent point reads share one query", .timeLimit(.minutes(5)))
 struct BatchedLookupTests {
     @Test func aLoneReadRunsItsQueryAtOnce() async throws {
         let fetch = GatedFetch()

@@ -4,7 +4,7 @@ import PostgresNIO
 import TestSupport
 import Testing
 
-@Suite("PostgreSQL harness and migrations")
+@Suite("PostgreSQL harness and migrations", .timeLimit(.minutes(5)))
 struct DatabaseHarnessTests {
     @Test func eachServiceRoleCanUseOnlyItsOwnSchema_C16() async throws {
         let database = try await PostgresHarness.shared.freshDatabase()

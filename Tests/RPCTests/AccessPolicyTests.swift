@@ -3,7 +3,7 @@ import RPC
 import TestSupport
 import Testing
 
-@Suite("Caller allowlists (X-1)", .serialized)
+@Suite("Caller allowlists (X-1)", .serialized, .timeLimit(.minutes(5)))
 struct AccessPolicyTests {
     @Test func inProcessCallerOutsideAllowlistGetsPermissionDenied_X1() async throws {
         let core = RPCServerCore(router: Echo.router(), accessPolicy: Echo.openPolicy(uids: [4242]), logger: testLogger)
@@ -13,6 +13,23 @@ struct AccessPolicyTests {
         let stranger = RPCClient(transport: InProcessTransport(server: core, peer: PeerCredentials(pid: 1, uid: 1000, gid: 1000)))
         let error = await #expect(throws: RPCError.self) { try await stranger.call(Echo.echo, Echo.request("hi")) }
         #expect(error?.code == .permissionDenied)
+    }
+
+    /// Refuse first: a peer that no rule admits gets the same PERMISSION_DENIED for a real method
+    /// and for a name that does not exist, so it cannot probe the method list; an admitted peer
+    /// still learns UNIMPLEMENTED for an unknown name.
+    @Test func refusedPeerCannotTellRealMethodsFromUnknownOnes_X1() async throws {
+        let core = RPCServerCore(router: Echo.router(), accessPolicy: Echo.openPolicy(uids: [4242]), logger: testLogger)
+        let stranger = RPCClient(transport: InProcessTransport(server: core, peer: PeerCredentials(pid: 1, uid: 1000, gid: 1000)))
+        let real = await #expect(throws: RPCError.self) { try await stranger.call(Echo.echo, Echo.request("hi")) }
+        let unknown = await #expect(throws: RPCError.self) { try await stranger.call(Echo.unregistered, Echo.request("hi")) }
+        #expect(real?.code == .permissionDenied && unknown?.code == .permissionDenied)
+        #expect(real?.message == unknown?.message, "the same answer: \(String(describing: real)) / \(String(describing: unknown))")
+        #expect(real?.message.contains("Echo") == false, "no method name echoed back")
+
+        let allowed = RPCClient(transport: InProcessTransport(server: core, peer: PeerCredentials(pid: 1, uid: 4242, gid: 4242)))
+        let admittedUnknown = await #expect(throws: RPCError.self) { try await allowed.call(Echo.unregistered, Echo.request("hi")) }
+        #expect(admittedUnknown?.code == .unimplemented)
     }
 
     @Test func methodWithoutRuleIsDeniedToEveryone_X1() async throws {
@@ -52,6 +69,9 @@ struct AccessPolicyTests {
             let asNobody = try await Shell.run("/usr/bin/setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs", "/usr/bin/python3", script, path, "clau.test.Echo/Echo", "1203686921"])
             let refused = try JSONSerialization.jsonObject(with: Data(asNobody.utf8)) as? [String: Any]
             #expect(refused?["code"] as? Int == Int(RPCError.Code.permissionDenied.rawValue), "uid \(nobody) must be refused: \(asNobody)")
+            // Refuse first over the socket too: an unknown method name gets the very same reply.
+            let probing = try await Shell.run("/usr/bin/setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs", "/usr/bin/python3", script, path, "clau.test.Echo/NoSuchMethod", "1203686921"])
+            #expect(probing == asNobody, "unknown and real methods answered alike: \(probing) vs \(asNobody)")
 
             let asRoot = try await Shell.run("/usr/bin/python3", [script, path, "clau.test.Echo/Echo", "1203686921"])
             let accepted = try JSONSerialization.jsonObject(with: Data(asRoot.utf8)) as? [String: Any]

@@ -6,7 +6,7 @@ import Testing
 
 /// The one-timer-per-connection deadline alarm (both RPC ends use it, so a call never outlives its
 /// deadline however many other calls share the connection).
-@Suite("Deadline alarm")
+@Suite("Deadline alarm", .timeLimit(.minutes(5)))
 struct DeadlineAlarmTests {
     private final class Rings: Sendable {
         private let count = Mutex(0)

@@ -4,7 +4,7 @@ import NIOTestUtils
 @testable import RPC
 import Testing
 
-@Suite("Frame codec")
+@Suite("Frame codec", .timeLimit(.minutes(5)))
 struct FrameCodecTests {
     private func framed(_ body: String) -> ByteBuffer {
         var buffer = ByteBuffer()
@@ -86,7 +86,7 @@ private final class FlushCounter: ChannelOutboundHandler, @unchecked Sendable {
     }
 }
 
-@Suite("Outbound frames")
+@Suite("Outbound frames", .timeLimit(.minutes(5)))
 struct OutboundFrameTests {
     @Test func outboundFramesCarryTheirLengthHeaderAndDecodeBackUnchanged() throws {
         let decoder = EmbeddedChannel(handler: ByteToMessageHandler(RPCFrameDecoder(maximumFrameLength: 1 << 16)))
@@ -102,7 +102,7 @@ struct OutboundFrameTests {
     }
 }
 
-@Suite("CoalescingFrameWriter")
+@Suite("CoalescingFrameWriter", .timeLimit(.minutes(5)))
 struct CoalescingFrameWriterTests {
     @Test func framesOfOneTickShareOneFlushAndKeepTheirOrder() throws {
         let counter = FlushCounter()

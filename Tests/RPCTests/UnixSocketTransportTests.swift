@@ -5,7 +5,7 @@ import TestSupport
 import ServiceLifecycle
 import Testing
 
-@Suite("Unix-socket transport", .serialized)
+@Suite("Unix-socket transport", .serialized, .timeLimit(.minutes(5)))
 struct UnixSocketTransportTests {
     @Test func roundTripCarriesPayloadPeerAndRequestID() async throws {
         try await withServerAndClient { _, client, _ in
@@ -148,7 +148,7 @@ struct UnixSocketTransportTests {
 
     /// A connection the server accepted is closed when the server stops, even one its accept loop
     /// had not yet taken up: such a connection already serves calls, so leaving it open would keep
-    /// a stopped server answering (CI, session 5: the client stayed connected after `run()` ended).
+    /// a stopped server answering (seen in CI: the client stayed connected after `run()` ended).
     @Test func stoppingTheServerClosesEveryAcceptedConnection() async throws {
         let directory = try makeSocketDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -269,6 +269,48 @@ struct UnixSocketTransportTests {
             #expect(error?.message == "internal error")
             let unknown = await #expect(throws: RPCError.self) { try await rpc.call(Echo.unregistered, Echo.request("x")) }
             #expect(unknown?.code == .unimplemented)
+        }
+    }
+
+    /// No frame over the limit, ever: a reply that would exceed the peer's 1 MiB frame limit is
+    /// answered RESOURCE_EXHAUSTED instead, and the connection (with every other call on it)
+    /// survives. Sizes at random around the limit: each call is either answered in full or
+    /// refused so, never by a dropped connection (UNAVAILABLE).
+    @Test func repliesOverTheFrameLimitAreRefusedNotSent() async throws {
+        let amplify = MethodDescriptor<RPCWireEchoRequest, RPCWireEchoResponse>(service: "clau.test.Echo", method: "Amplify")
+        var router = Echo.router()
+        router.register(amplify) { request, _ in
+            var response = RPCWireEchoResponse()
+            response.payload = Data(count: Int(request.delayMillis))
+            return response
+        }
+        var policy = Echo.openPolicy()
+        policy.allow(amplify.fullName, uids: [getuid()])
+        try await withServerAndClient(router: router, policy: policy) { (_, client, _) async throws -> Void in
+            let rpc = RPCClient(transport: client)
+            func size(_ bytes: Int) -> RPCWireEchoRequest {
+                var request = RPCWireEchoRequest()
+                request.delayMillis = UInt64(bytes)
+                return request
+            }
+            let tooBig = await #expect(throws: RPCError.self) { try await rpc.call(amplify, size(2 << 20)) }
+            #expect(tooBig?.code == .resourceExhausted)
+            #expect(try await rpc.call(Echo.echo, Echo.request("after")).text == "after", "the connection survived")
+
+            var rng = SplitMix64(seed: 0xF4A3E)
+            var answered = 0, refused = 0
+            for _ in 0..<24 {
+                let bytes = (1 << 20) + Int.random(in: -96...32, using: &rng)
+                do {
+                    #expect(try await rpc.call(amplify, size(bytes)).payload.count == bytes)
+                    answered += 1
+                } catch let error as RPCError {
+                    #expect(error.code == .resourceExhausted, "\(bytes) bytes: \(error)")
+                    refused += 1
+                }
+            }
+            #expect(refused > 0, "sizes over the limit were tried")
+            #expect(try await rpc.call(Echo.echo, Echo.request("still")).text == "still")
         }
     }
 

@@ -1,8 +1,9 @@
+import Crypto
 import Testing
 
 @testable import RateLimiting
 
-@Suite("In-process rate limiter")
+@Suite("In-process rate limiter", .timeLimit(.minutes(5)))
 struct InProcessRateLimiterTests {
     let rule = RateLimitRule(name: "test", limit: 5, window: .seconds(60))  // T = 12 s
 

@@ -6,7 +6,7 @@ import Testing
 @testable import RateLimiting
 import TestSupport
 
-@Suite("RESP2 codec")
+@Suite("RESP2 codec", .timeLimit(.minutes(5)))
 struct RESPCodecTests {
     static func bytes(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
     static func bulk(_ s: String) -> RESPValue { .bulkString(ByteBuffer(string: s)) }

@@ -5,7 +5,7 @@ import Testing
 
 @testable import RateLimiting
 
-@Suite("Redis client", .serialized)
+@Suite("Redis client", .serialized, .timeLimit(.minutes(5)))
 struct RedisClientTests {
     @Test func pipelinedRepliesMatchTheirCommands() async throws {
         try await withRedisServer { server in

@@ -8,7 +8,7 @@ import Testing
 import TestSupport
 
 /// Against a real `redis-server` (one per test, on a Unix socket in a temp dir; one test over TCP).
-@Suite("Redis rate limiter (real redis-server)", .serialized)
+@Suite("Redis rate limiter (real redis-server)", .serialized, .timeLimit(.minutes(5)))
 struct RedisRateLimiterTests {
     @Test func sameDecisionsAsInProcess_X3() async throws {
         try await withRedisServer { server in

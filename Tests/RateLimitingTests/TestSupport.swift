@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
+import TestSupport
 
 @testable import RateLimiting
 
@@ -14,11 +15,6 @@ final class ManualClock: RateLimiterClock {
     func advance(by duration: Duration) { current.withLock { $0 += duration } }
 }
 
-/// Errors of the test harness itself.
-struct HarnessError: Error, CustomStringConvertible {
-    var description: String
-}
-
 /// A real `redis-server` in a temp dir, on a Unix socket (and optionally a TCP port on 127.0.0.1).
 /// Started per test, killed at the end (`withRedisServer`).
 final class RedisServer: @unchecked Sendable {
@@ -26,8 +22,7 @@ final class RedisServer: @unchecked Sendable {
     let socketPath: String
     let tcpPort: Int?
     let extraArguments: [String]
-    private let lock = NSLock()
-    private var process: Process?
+    private let process = Mutex<SpawnedProcess?>(nil)
 
     init(tcpPort: Int? = nil, extraArguments: [String] = []) throws {
         let directory = FileManager.default.temporaryDirectory
@@ -49,12 +44,12 @@ final class RedisServer: @unchecked Sendable {
 
     func start() async throws {
         guard let executable = Self.executable else {
-            throw HarnessError(description: "redis-server not found: install it (apt-get install -y redis-server)")
+            throw HarnessError("redis-server not found: install it (apt-get install -y redis-server)")
         }
         try? FileManager.default.removeItem(atPath: socketPath)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = [
+        // TestSupport's spawn, not Foundation's Process: its waitUntilExit once spun a core for
+        // minutes on a child that had already exited.
+        let process = try SpawnedProcess.start(executable, [
             "--port", String(tcpPort ?? 0),
             "--bind", "127.0.0.1",
             "--unixsocket", socketPath,
@@ -64,30 +59,24 @@ final class RedisServer: @unchecked Sendable {
             "--daemonize", "no",
             "--dir", directory.path,
             "--logfile", directory.appendingPathComponent("redis.log").path,
-        ] + extraArguments
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        lock.withLock { self.process = process }
+        ] + extraArguments, outputPath: directory.appendingPathComponent("redis.out").path)
+        self.process.withLock { $0 = process }
         let deadline = ContinuousClock.now + .seconds(10)
         while !FileManager.default.fileExists(atPath: socketPath) {
-            guard ContinuousClock.now < deadline, process.isRunning else {
-                throw HarnessError(description: "redis-server did not start (is it installed? see scripts/)")
+            guard ContinuousClock.now < deadline, !process.hasExited else {
+                throw HarnessError("redis-server did not start (is it installed? see scripts/)")
             }
             try await Task.sleep(for: .milliseconds(10))
         }
     }
 
-    /// SIGKILL, as a crash would.
+    /// SIGKILL, as a crash would; the child is reaped at once.
     func kill() {
-        let process = lock.withLock { () -> Process? in
-            defer { self.process = nil }
-            return self.process
+        let process = self.process.withLock { process in
+            defer { process = nil }
+            return process
         }
-        guard let process, process.isRunning else { return }
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process?.kill()
     }
 
     func cleanUp() {
@@ -130,7 +119,7 @@ func waitUntil(
 ) async throws {
     let deadline = ContinuousClock.now + timeout
     while !(await condition()) {
-        guard ContinuousClock.now < deadline else { throw HarnessError(description: "condition not met in time") }
+        guard ContinuousClock.now < deadline else { throw HarnessError("condition not met in time") }
         try await Task.sleep(for: .milliseconds(10))
     }
 }

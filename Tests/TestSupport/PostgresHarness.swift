@@ -238,6 +238,9 @@ public final class SpawnedProcess: Sendable {
         }
     }
 
+    /// Whether the process has exited (it is reaped if so). Never blocks.
+    public var hasExited: Bool { reap(options: WNOHANG) != nil }
+
     /// Kills the process and reaps it (for a test's `defer`).
     public func kill() {
         signal(SIGKILL)

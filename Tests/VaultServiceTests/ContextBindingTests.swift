@@ -3,7 +3,7 @@ import Testing
 
 @testable import VaultService
 
-@Suite struct ContextBindingTests {
+@Suite(.timeLimit(.minutes(5))) struct ContextBindingTests {
     let key = FernetKey.generate()
     let userA = "alpaca:user:3f2b9c1e-8d4a-4e71-9a0b-5c6d7e8f9a01"
     let userB = "alpaca:user:7a1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 @testable import VaultService
 
@@ -9,25 +10,15 @@ private enum Python {
         let description: String
     }
 
+    /// Through TestSupport's `Shell` (posix_spawn + waitpid), the one way tests run children.
     static func run(_ script: String, _ arguments: [String]) throws -> [String] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script] + arguments
-        let stdout = Pipe()
-        let stderr = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        // Drain before waiting so a full pipe cannot deadlock the child.
-        let output = stdout.fileHandleForReading.readDataToEndOfFile()
-        let errors = stderr.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw Failure(
-                description: "python3 exited \(process.terminationStatus): \(String(decoding: errors, as: UTF8.self))")
+        let output: String
+        do {
+            output = try Shell.run("/usr/bin/env", ["python3", "-c", script] + arguments)
+        } catch {
+            throw Failure(description: "python3 failed: \(error)")
         }
-        return String(decoding: output, as: UTF8.self)
+        return output
             .split(separator: "\n", omittingEmptySubsequences: false)
             .dropLast()  // trailing newline
             .map(String.init)
@@ -57,7 +48,7 @@ private func hex(_ bytes: [UInt8]) -> String {
 }
 
 /// Interoperability with the reference implementation (pyca/cryptography).
-@Suite(.enabled(if: Python.isAvailable, "needs python3 with the 'cryptography' package"))
+@Suite(.enabled(if: Python.isAvailable, "needs python3 with the 'cryptography' package"), .timeLimit(.minutes(5)))
 struct FernetInteropTests {
     let plaintexts: [[UInt8]] = [
         [],

@@ -40,7 +40,7 @@ private func mode(of path: String) -> mode_t {
     return status.st_mode & 0o7777
 }
 
-@Suite struct FernetKeyFileTests {
+@Suite(.timeLimit(.minutes(5))) struct FernetKeyFileTests {
     let current = FernetKey.generate()
     let previous = FernetKey.generate()
 

@@ -69,7 +69,7 @@ func encodedToken(_ bytes: [UInt8]) -> String {
 
 // MARK: - Known-answer vectors
 
-@Suite struct FernetVectorTests {
+@Suite(.timeLimit(.minutes(5))) struct FernetVectorTests {
     @Test func generateVectorsProduceExactTokens() throws {
         let vectors = try FernetFixtures.load("generate.json", as: GenerateVector.self)
         #expect(!vectors.isEmpty)

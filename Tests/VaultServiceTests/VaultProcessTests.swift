@@ -5,7 +5,7 @@ import Testing
 
 /// The real `clau-vault` binary, run as its own system user, called by clients running as other
 /// users (privilege separation, SPEC §1). Needs root to create users; skips with a reason otherwise.
-@Suite("clau-vault process", .serialized)
+@Suite("clau-vault process", .serialized, .timeLimit(.minutes(5)))
 struct VaultProcessTests {
     static let vaultUser = "clau-test-vault"
     static let brokerUser = "clau-test-broker"

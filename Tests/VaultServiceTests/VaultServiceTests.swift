@@ -51,7 +51,7 @@ private func decryptRequest(_ token: String, _ context: String) -> VaultDecryptR
     return request
 }
 
-@Suite("Vault service")
+@Suite("Vault service", .timeLimit(.minutes(5)))
 struct VaultServiceTests {
     @Test func brokerEncryptsAndDecryptsBoundToContext_X4() async throws {
         let key = FernetKey.generate()
@@ -146,6 +146,32 @@ struct VaultServiceTests {
         batch.items = Array(repeating: VaultRewrapItem(), count: VaultAPI.maximumRewrapBatch + 1)
         let error = await #expect(throws: RPCError.self) { try await client(vault, as: broker).call(VaultAPI.rewrap, batch) }
         #expect(error?.code == .invalidArgument)
+    }
+
+    /// The vault never builds a reply the caller's 1 MiB frame limit would refuse: plaintext is
+    /// capped per item, and a Rewrap batch by bytes as well as by count (each INVALID_ARGUMENT).
+    @Test func oversizedPlaintextAndRewrapBytesAreInvalidArguments() async throws {
+        let vault = try inProcessVault(keyFile: makeKeyFile([FernetKey.generate()]))
+        let rpc = client(vault, as: broker)
+        var largest = encryptRequest("", "alpaca:user:big")
+        largest.plaintext = Data(count: VaultAPI.maximumPlaintextBytes)
+        let token = try await rpc.call(VaultAPI.encrypt, largest).token
+        #expect(try await rpc.call(VaultAPI.decrypt, decryptRequest(token, "alpaca:user:big")).plaintext.count == VaultAPI.maximumPlaintextBytes)
+        largest.plaintext.append(0)
+        let tooLarge = await #expect(throws: RPCError.self) { try await rpc.call(VaultAPI.encrypt, largest) }
+        #expect(tooLarge?.code == .invalidArgument)
+        #expect(tooLarge?.details["field"] == "plaintext")
+
+        var item = VaultRewrapItem()
+        item.token = token
+        item.context = "alpaca:user:big"
+        let fitting = VaultAPI.maximumRewrapBatchBytes / VaultAPI.rewrapCost(of: item)
+        var batch = VaultRewrapRequest()
+        batch.items = Array(repeating: item, count: fitting)
+        #expect(try await rpc.call(VaultAPI.rewrap, batch).results.allSatisfy(\.ok))
+        batch.items.append(item)
+        let tooMany = await #expect(throws: RPCError.self) { try await rpc.call(VaultAPI.rewrap, batch) }
+        #expect(tooMany?.code == .invalidArgument)
     }
 
     @Test func decryptRateLimitPerCaller() async throws {

@@ -39,6 +39,11 @@ public struct CallerAllowlist: Sendable, Hashable {
     public func allows(_ peer: PeerCredentials) -> Bool {
         uids.contains(peer.uid) || gids.contains(peer.gid)
     }
+
+    /// Both lists' callers (a method several caller roles may call).
+    public static func + (lhs: CallerAllowlist, rhs: CallerAllowlist) -> CallerAllowlist {
+        CallerAllowlist(uids: lhs.uids.union(rhs.uids), gids: lhs.gids.union(rhs.gids))
+    }
 }
 
 /// Per-method caller allowlists. A method without a rule is denied to everyone: the
@@ -52,6 +57,16 @@ public struct RPCAccessPolicy: Sendable {
 
     public func allows(method: String, peer: PeerCredentials) -> Bool {
         rules[method]?.allows(peer) ?? false
+    }
+
+    /// Whether any rule admits `peer`, for any method. A peer no rule admits learns nothing about
+    /// the service, not even which method names exist (``RPCServerCore/handle(_:peer:deadline:refusalAudited:)``).
+    public func admitsAnyMethod(_ peer: PeerCredentials) -> Bool {
+        rules.values.contains { $0.allows(peer) }
+    }
+
+    public mutating func allow(_ method: String, _ callers: CallerAllowlist) {
+        allow(method, uids: callers.uids, gids: callers.gids)
     }
 
     public mutating func allow(_ method: String, uids: Set<UInt32> = [], gids: Set<UInt32> = []) {

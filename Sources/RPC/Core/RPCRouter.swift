@@ -56,23 +56,55 @@ public final class RPCServerCore: Sendable {
     public let router: RPCRouter
     public let accessPolicy: RPCAccessPolicy
     private let logger: Logger
+    /// Every uid and gid some rule admits: the refuse-first check is two set lookups.
+    private let admittedUIDs: Set<UInt32>
+    private let admittedGIDs: Set<UInt32>
 
     public init(router: RPCRouter, accessPolicy: RPCAccessPolicy, logger: Logger) {
         self.router = router
         self.accessPolicy = accessPolicy
         self.logger = logger
+        self.admittedUIDs = accessPolicy.rules.values.reduce(into: []) { $0.formUnion($1.uids) }
+        self.admittedGIDs = accessPolicy.rules.values.reduce(into: []) { $0.formUnion($1.gids) }
     }
+
+    /// Whether some rule of this service admits `peer` (for some method).
+    public func admits(_ peer: PeerCredentials) -> Bool {
+        admittedUIDs.contains(peer.uid) || admittedGIDs.contains(peer.gid)
+    }
+
+    /// The answer to every call from a peer no rule admits, whatever the method name: such a peer
+    /// cannot tell a real method from an unknown one.
+    static let peerRefused = RPCWireResponse.failure(RPCError(code: .permissionDenied, message: "caller is not allowed"))
+
+    /// Audit event for a peer that no rule admits: a sign of a compromised or
+    /// misconfigured process. The socket server logs it once per connection.
+    func auditRefusedPeer(_ peer: PeerCredentials, logger: Logger) {
+        logger.warning("rpc peer refused", metadata: [
+            "event": "permission_denied", "risk": "high",
+            "peer_uid": "\(peer.uid)", "peer_pid": "\(peer.pid)", "peer_gid": "\(peer.gid)",
+        ])
+    }
+
+    /// The logger the socket server audits connections with.
+    var connectionLogger: Logger { logger }
 
     /// Serves one request. `deadline` is the one the transport computed from the request's timeout
     /// when it received it (``deadline(of:now:)``) and cancels the calling task at: one instant for
     /// both, so a call the transport cancelled at its deadline is always DEADLINE_EXCEEDED.
-    public func handle(_ request: RPCWireRequest, peer: PeerCredentials, deadline: ContinuousClock.Instant?) async -> RPCWireResponse {
+    /// A peer that no rule admits is refused first, before the method is looked up; it is audited
+    /// here unless the transport already did (`refusalAudited`: once per connection).
+    public func handle(_ request: RPCWireRequest, peer: PeerCredentials, deadline: ContinuousClock.Instant?, refusalAudited: Bool = false) async -> RPCWireResponse {
         let requestID = Self.sanitizedRequestID(request.requestID)
         var logger = self.logger
         logger[metadataKey: "request_id"] = .string(requestID)
         logger[metadataKey: "rpc_method"] = .string(request.method)
         logger[metadataKey: "peer_uid"] = "\(peer.uid)"
 
+        guard admits(peer) else {
+            if !refusalAudited { auditRefusedPeer(peer, logger: logger) }
+            return Self.peerRefused
+        }
         guard let handler = router.handlers[request.method] else {
             return .failure(RPCError(code: .unimplemented, message: "unknown method"))
         }

@@ -1,16 +1,18 @@
-/// The vault's methods (Protos/vault.proto). Here, not in VaultService, so that callers (broker,
-/// clauctl) can call the vault without linking the module that holds the keys.
-public enum VaultAPI {
-    public static let service = "clau.vault.Vault"
-    /// Callers: broker, admin CLI.
-    public static let encrypt = MethodDescriptor<VaultEncryptRequest, VaultEncryptResponse>(service: service, method: "Encrypt")
-    /// Callers: broker only.
-    public static let decrypt = MethodDescriptor<VaultDecryptRequest, VaultDecryptResponse>(service: service, method: "Decrypt")
-    /// Callers: broker, admin CLI. At most `maximumRewrapBatch` items per call.
-    public static let rewrap = MethodDescriptor<VaultRewrapRequest, VaultRewrapResponse>(service: service, method: "Rewrap")
-    /// Callers: broker, admin CLI.
-    public static let keyStatus = MethodDescriptor<VaultKeyStatusRequest, VaultKeyStatusResponse>(service: service, method: "KeyStatus")
-
+/// The vault's limits; its methods are generated from Protos/vault.proto (Generated/vault.rpc.swift).
+extension VaultAPI {
     // 2,000 tokens of a 200-byte secret (≈420 bytes each) fit a 1 MiB frame with room to spare.
     public static let maximumRewrapBatch = 2000
+    /// The largest secret `Encrypt` takes (INVALID_ARGUMENT beyond): OAuth tokens and Stripe ids
+    /// are a few hundred bytes; 64 KiB encrypts to ≈ 88 KiB, far below the 1 MiB frame limit.
+    public static let maximumPlaintextBytes = 64 * 1024
+    /// The most token and context bytes one `Rewrap` call takes (INVALID_ARGUMENT beyond). A
+    /// rewrapped token is as long as the one it replaces, so the reply is about the request's size:
+    /// 512 KiB keeps both under the 1 MiB frame limit whatever the secrets' sizes. Callers batch by
+    /// this and by ``maximumRewrapBatch``, whichever comes first.
+    public static let maximumRewrapBatchBytes = 512 * 1024
+
+    /// The bytes an item counts against ``maximumRewrapBatchBytes``.
+    public static func rewrapCost(of item: VaultRewrapItem) -> Int {
+        item.token.utf8.count + item.context.utf8.count
+    }
 }

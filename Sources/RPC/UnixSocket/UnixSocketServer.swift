@@ -72,7 +72,7 @@ public final class UnixSocketServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 256)
             .bind(unixDomainSocketPath: temporaryPath) { channel in
                 channel.peerCredentials().flatMapThrowing { peer in
-                    let connection = RPCServerConnection(channel: channel, peer: peer, core: core, maximumConcurrentCalls: maximumConcurrentCalls)
+                    let connection = RPCServerConnection(channel: channel, peer: peer, core: core, maximumConcurrentCalls: maximumConcurrentCalls, maximumFrameLength: maximumFrameLength)
                     try channel.pipeline.syncOperations.addRPCFraming(maximumFrameLength: maximumFrameLength)
                     try channel.pipeline.syncOperations.addHandler(CallReader(connection: connection))
                     open.insert(connection)
@@ -143,12 +143,19 @@ public final class UnixSocketServer: Service, Sendable {
         }
     }
 
-    static func encode(callID: UInt64, response: RPCWireResponse) -> ByteBuffer {
+    /// The reply frame. A reply larger than `maximumFrameLength` (the peer reads with the same
+    /// limit and would close the connection, failing every call on it) is replaced by
+    /// RESOURCE_EXHAUSTED: no frame over the limit ever leaves this server.
+    static func encode(callID: UInt64, response: RPCWireResponse, maximumFrameLength: Int = 1 << 20) -> ByteBuffer {
         var frame = RPCWireFrame()
         frame.callID = callID
         frame.response = response
         // Serializing a message we built cannot fail (no required fields, no Any).
-        let bytes: [UInt8] = (try? frame.serializedBytes()) ?? []
+        var bytes: [UInt8] = (try? frame.serializedBytes()) ?? []
+        if bytes.count > maximumFrameLength {
+            frame.response = .failure(RPCError(code: .resourceExhausted, message: "reply exceeds the frame limit"))
+            bytes = (try? frame.serializedBytes()) ?? []
+        }
         return ByteBuffer(rpcFrame: bytes)
     }
 
@@ -226,17 +233,23 @@ private final class RPCServerConnection: Sendable {
     let replies: CoalescingFrameWriter
     private let core: RPCServerCore
     private let maximumConcurrentCalls: Int
+    private let maximumFrameLength: Int
+    /// Whether any rule admits the peer, decided (and, if not, audited) once at accept.
+    private let peerAdmitted: Bool
     private let draining = Atomic<Bool>(false)
     /// Completed when the channel closes or graceful shutdown starts (whichever comes first).
     private let closedOrDraining: EventLoopPromise<Void>
     /// Why the connection was closed from this side (a bad frame), for the log.
     private let failure = Mutex<(any Error)?>(nil)
 
-    init(channel: any Channel, peer: PeerCredentials, core: RPCServerCore, maximumConcurrentCalls: Int) {
+    init(channel: any Channel, peer: PeerCredentials, core: RPCServerCore, maximumConcurrentCalls: Int, maximumFrameLength: Int) {
         self.channel = channel
+        self.maximumFrameLength = maximumFrameLength
         self.peer = peer
         self.core = core
         self.maximumConcurrentCalls = maximumConcurrentCalls
+        self.peerAdmitted = core.admits(peer)
+        if !peerAdmitted { core.auditRefusedPeer(peer, logger: core.connectionLogger) }
         self.calls = CallsInFlight(eventLoop: channel.eventLoop)
         self.replies = CoalescingFrameWriter(channel: channel)
         let closedOrDraining = channel.eventLoop.makePromise(of: Void.self)
@@ -278,6 +291,11 @@ private final class RPCServerConnection: Sendable {
         let callID = frame.callID
         switch frame.kind {
         case .request(let request):
+            guard peerAdmitted else {
+                // Refused first, on the loop, without a task: whatever the method name.
+                replies.write(UnixSocketServer.encode(callID: callID, response: RPCServerCore.peerRefused))
+                return
+            }
             if isDraining {
                 replies.write(UnixSocketServer.encode(callID: callID, response: .failure(RPCError(code: .unavailable, message: "service is shutting down"))))
                 return
@@ -293,11 +311,11 @@ private final class RPCServerConnection: Sendable {
             // One task per call, so a slow call never holds up the others; it writes its own
             // reply and leaves the registry. A call cancelled by the client (Cancel frame or
             // deadline) gets no reply.
-            let started = calls.start(callID, deadline: deadline.map(NIODeadline.init)) { [core, peer, replies, calls] in
+            let started = calls.start(callID, deadline: deadline.map(NIODeadline.init)) { [core, peer, replies, calls, maximumFrameLength] in
                 Task {
-                    let response = await core.handle(request, peer: peer, deadline: deadline)
+                    let response = await core.handle(request, peer: peer, deadline: deadline, refusalAudited: true)
                     if !Task.isCancelled {
-                        replies.write(UnixSocketServer.encode(callID: callID, response: response))
+                        replies.write(UnixSocketServer.encode(callID: callID, response: response, maximumFrameLength: maximumFrameLength))
                     }
                     calls.finish(callID)
                 }
