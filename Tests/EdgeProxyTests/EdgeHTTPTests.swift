@@ -265,7 +265,7 @@ struct EdgeHTTPTests {
             let raw = try await slow.receive(until: responseComplete)
             #expect(raw.hasPrefix("HTTP/1.1 408"), "\(raw.prefix(200))")
             #expect(raw.contains("request_timeout"))
-            #expect(ContinuousClock.now - started < .seconds(4))
+            #expect(ContinuousClock.now - started < .seconds(10), "answered by the 1 s body timeout")
             // A connection that sends nothing is closed by the server.
             // (Bounds far apart: a fully parallel CI run once took 5.9 s to see the close.)
             let idle = try RawConnection(port: edge.ports.api, receiveTimeout: 30)
@@ -295,7 +295,7 @@ struct EdgeHTTPTests {
             #expect(shed.status == .serviceUnavailable)
             #expect(shed.headers[.retryAfter] == "1")
             #expect(try shed.errorCode() == "service_unavailable")
-            #expect(ContinuousClock.now - started < .seconds(2), "shed at once, not queued")
+            #expect(ContinuousClock.now - started < .seconds(10), "shed at once, not queued behind the 20 s body timeout")
             #expect(try await edge.send(.get, "/healthz").status == .ok, "liveness is exempt")
             holders.removeAll()
             var recovered = false
@@ -414,7 +414,8 @@ struct EdgeLifecycleTests {
         let started = ContinuousClock.now
         await group.triggerGracefulShutdown()
         try await task.value
-        #expect(ContinuousClock.now - started < .seconds(3))
+        // A warm-up that held the process would never end; the bound only has to tell "ends" from that.
+        #expect(ContinuousClock.now - started < .seconds(30))
     }
 
     /// Cancelling the edge while connections are still being accepted stops it cleanly. (NIO
