@@ -83,14 +83,38 @@ struct EdgeProcessTests {
         chmod(path, mode)
     }
 
-    func startAuth(_ deployment: Deployment) throws -> SpawnedProcess {
+    func startAuth(_ deployment: Deployment, extraArguments: [String] = []) throws -> SpawnedProcess {
         try SpawnedProcess.start(as: Self.authUser, deployment.directory + "/clau-auth", [
             "--socket", deployment.authSocket, "--socket-mode", "0666",
             "--db-socket", deployment.postgresSocket, "--db-connections", "2",
             "--signing-key", "RS256:proc-1:\(deployment.directory)/auth-keys/jwt.pem",
             "--secret-file", deployment.directory + "/auth-keys/auth-secret", "--mail", "maildir:\(deployment.directory)/mail",
             "--edge-user", Self.edgeUser, "--bcrypt-cost", "10", "--bcrypt-threads", "1",
-        ], outputPath: deployment.directory + "/auth.log")
+        ] + extraArguments, outputPath: deployment.directory + "/auth.log")
+    }
+
+    /// Auth and edge running as their users, the edge ready.
+    func startBoth(_ deployment: Deployment, authArguments: [String] = []) async throws -> (auth: SpawnedProcess, edge: SpawnedProcess) {
+        let auth = try startAuth(deployment, extraArguments: authArguments)
+        try await waitForFile(deployment.authSocket)
+        let edge = try startEdge(deployment)
+        let ready = try await eventually(within: .seconds(20)) { (try? await send(deployment, .get, "/readyz").status) == .ok }
+        if !ready {
+            edge.kill()
+            auth.kill()
+            throw HarnessError("edge not ready; edge log: \(edge.output.suffix(2000)) auth log: \(auth.output.suffix(2000))")
+        }
+        return (auth, edge)
+    }
+
+    /// Polls `condition` (off nothing: each probe is an HTTP request) until it holds or `within` passes.
+    func eventually(within: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + within
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return try await condition()
     }
 
     func startEdge(_ deployment: Deployment) throws -> SpawnedProcess {
@@ -198,6 +222,64 @@ struct EdgeProcessTests {
         for secret in [password, access, refresh, String(decoding: renewed.privateKeyPEM, as: UTF8.self)] {
             #expect(!edgeLog.contains(secret), "a secret reached the edge's log")
         }
+    }
+
+    /// The runbook's (docs/runbook.md) operator commands, run with the installed `clauctl` as an
+    /// admin uid against the installed auth and edge, each checked by what a client then sees.
+    @Test func runbookCommandsTakeEffectAtTheEdge_C19() async throws {
+        guard getuid() == 0 else {
+            print("SKIP runbookCommandsTakeEffectAtTheEdge_C19: needs root to create service users (uid \(getuid()))")
+            return
+        }
+        defer { removeSystemUser(Self.edgeUser); removeSystemUser(Self.authUser) }
+        let deployment = try await deploy()
+        defer { deployment.cleanUp() }
+        let clauctl = try SpawnedProcess.installBuiltProduct("clauctl", in: deployment.directory)
+        let (auth, edge) = try await startBoth(deployment, authArguments: ["--admin-user", "root"])
+        defer { edge.kill(); auth.kill() }
+        let socket = ["--socket", deployment.authSocket]
+        func runbook(_ arguments: String...) async throws -> String {
+            try await Shell.run(clauctl, ["auth"] + arguments + socket)
+        }
+
+        let password = "Tq7!vexing-Walrus-orbit"
+        let register = try await send(deployment, .post, "/v1/auth/register", body: #"{"email":"runbook@example.com","password":"\#(password)","full_name":"Run Book"}"#)
+        #expect(register.status == .accepted)
+        func login() async throws -> String {
+            let login = try await send(deployment, .post, "/v1/auth/login", body: #"{"email":"runbook@example.com","password":"\#(password)"}"#)
+            try #require(login.status == .ok, "\(login.text.prefix(300))")
+            return try #require(try login.jsonObject()["access_token"] as? String)
+        }
+        let access = try await login()
+        let me = try await send(deployment, .get, "/v1/me", headers: bearer(access))
+        let userID = try #require(try me.jsonObject()["id"] as? String)
+
+        // Revoke one user's sessions: their token stops working at the edge (R-1: within 1 s).
+        #expect(try await runbook("revoke-sessions", "--user", userID).contains("revoked"))
+        #expect(try await eventually(within: .seconds(10)) { try await send(deployment, .get, "/v1/me", headers: bearer(access)).status == .unauthorized })
+
+        // Block an IP: the edge refuses it once its blocklist refreshes; unblock lifts it.
+        #expect(try await runbook("block-ip", "127.0.0.1", "--duration", "600", "--reason", "runbook").contains("blocked 127.0.0.1"))
+        #expect(try await eventually(within: .seconds(20)) { try await send(deployment, .get, "/openapi.json").status == .forbidden })
+        #expect(try await runbook("unblock-ip", "127.0.0.1").contains("unblocked"))
+        #expect(try await eventually(within: .seconds(20)) { try await send(deployment, .get, "/openapi.json").status == .ok })
+
+        // Unlock answers for an account that is not locked, without changing anything.
+        #expect(try await runbook("unlock", "--user", userID).contains("was not locked"))
+
+        // Revoke everything: every session of every user ends; keys from configuration are not
+        // rotated, and the command says so.
+        let second = try await login()
+        let everything = try await runbook("revoke-everything", "--yes")
+        #expect(everything.contains("not rotated"), "\(everything)")
+        #expect(try await eventually(within: .seconds(10)) { try await send(deployment, .get, "/v1/me", headers: bearer(second)).status == .unauthorized })
+
+        // The audit log shows each operator action, as JSON lines.
+        let audit = try await runbook("audit", "--limit", "200")
+        for action in ["block_ip", "unblock_ip", "revoke_everything"] {
+            #expect(audit.contains(action), "\(action) in the audit log: \(audit.suffix(1500))")
+        }
+        #expect(!audit.contains(password) && !audit.contains(access), "the audit log holds no secret")
     }
 
     @Test func edgeRefusesToStartWithAGroupReadableTLSKey_C11() async throws {
