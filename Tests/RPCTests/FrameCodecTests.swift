@@ -47,6 +47,39 @@ struct FrameCodecTests {
         #expect(throws: RPCFrameError.truncatedFrame) { try channel.finish() }
     }
 
+    /// A peer that begins a frame and stalls is reported after the read timeout, on the loop's
+    /// clock; trickling more bytes of the same frame does not buy it more time (SPEC §2).
+    @Test func aFrameThatStallsPastTheReadTimeoutIsReported() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(RPCFrameDecoder(maximumFrameLength: 1024, frameReadTimeout: .seconds(10))))
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/peer")).wait()  // an active connection, as in the server
+        var partial = framed("0123456789")
+        partial.moveWriterIndex(to: partial.writerIndex - 3)
+        try channel.writeInbound(partial)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(9))
+        try channel.throwIfErrorCaught()
+        try channel.writeInbound(ByteBuffer(string: "7"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(throws: RPCFrameError.stalledFrame) { try channel.throwIfErrorCaught() }
+    }
+
+    /// Each frame gets the whole timeout from its first byte, and a connection between frames
+    /// (nothing buffered) is not timed by the decoder at all.
+    @Test func eachFrameGetsTheWholeReadTimeout() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(RPCFrameDecoder(maximumFrameLength: 1024, frameReadTimeout: .seconds(10))))
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/peer")).wait()  // an active connection, as in the server
+        for round in 0..<3 {
+            var partial = framed("frame \(round)")
+            let tail = partial.readSlice(length: partial.readableBytes - 2)!
+            try channel.writeInbound(tail)
+            channel.embeddedEventLoop.advanceTime(by: .seconds(9))
+            try channel.writeInbound(partial)
+            #expect(try channel.readInbound(as: ByteBuffer.self).map { String(buffer: $0) } == "frame \(round)")
+            channel.embeddedEventLoop.advanceTime(by: .seconds(60))
+            try channel.throwIfErrorCaught()
+        }
+        #expect(try channel.finish().isClean)
+    }
+
     /// Property test: any byte sequence either decodes into frames or fails with a typed error,
     /// and never makes the decoder hold more than the limit.
     @Test func randomInputNeverCrashesTheDecoder() throws {

@@ -9,41 +9,72 @@ public struct RPCFrameDecoder: ByteToMessageDecoder, Sendable {
     public typealias InboundOut = ByteBuffer
 
     public let maximumFrameLength: Int
+    /// How long a frame, once begun, may take to arrive in full; past it the decoder raises
+    /// ``RPCFrameError/stalledFrame`` (the connection closes). Nil: no limit.
+    public let frameReadTimeout: TimeAmount?
+    /// Armed while a frame is partly received.
+    private var stalledFrameTimer: Scheduled<Void>?
 
-    public init(maximumFrameLength: Int) {
+    public init(maximumFrameLength: Int, frameReadTimeout: TimeAmount? = nil) {
         self.maximumFrameLength = maximumFrameLength
+        self.frameReadTimeout = frameReadTimeout
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) else {
+            awaitRestOfFrame(context: context, buffered: buffer.readableBytes)
             return .needMoreData
         }
         guard length <= maximumFrameLength else {
             throw RPCFrameError.frameTooLarge(length: Int(length), maximum: maximumFrameLength)
         }
         guard buffer.readableBytes >= 4 + Int(length) else {
+            awaitRestOfFrame(context: context, buffered: buffer.readableBytes)
             return .needMoreData
         }
         buffer.moveReaderIndex(forwardBy: 4)
         // Non-nil: the readable byte count was checked just above.
         let frame = buffer.readSlice(length: Int(length))!
+        // A whole frame arrived: the next one gets its own full timeout.
+        stalledFrameTimer?.cancel()
+        stalledFrameTimer = nil
         context.fireChannelRead(Self.wrapInboundOut(frame))
         return .continue
     }
 
     public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
         while try decode(context: context, buffer: &buffer) == .continue {}
+        stalledFrameTimer?.cancel()
+        stalledFrameTimer = nil
         if buffer.readableBytes > 0 {
             // The peer went away in the middle of a frame.
             throw RPCFrameError.truncatedFrame
         }
         return .needMoreData
     }
+
+    public mutating func decoderRemoved(context: ChannelHandlerContext) {
+        stalledFrameTimer?.cancel()
+        stalledFrameTimer = nil
+    }
+
+    /// Starts the stall timer when bytes of a frame wait for the rest (once per frame: a peer that
+    /// trickles one byte at a time does not restart it).
+    private mutating func awaitRestOfFrame(context: ChannelHandlerContext, buffered: Int) {
+        guard buffered > 0, stalledFrameTimer == nil, let frameReadTimeout else { return }
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        stalledFrameTimer = context.eventLoop.scheduleTask(in: frameReadTimeout) {
+            let context = loopBound.value
+            guard context.channel.isActive else { return }
+            context.fireErrorCaught(RPCFrameError.stalledFrame)
+        }
+    }
 }
 
 public enum RPCFrameError: Error, Sendable, Hashable, CustomStringConvertible {
     case frameTooLarge(length: Int, maximum: Int)
     case truncatedFrame
+    case stalledFrame
     case malformedFrame
     case protocolViolation(String)
 
@@ -51,6 +82,7 @@ public enum RPCFrameError: Error, Sendable, Hashable, CustomStringConvertible {
         switch self {
         case let .frameTooLarge(length, maximum): "frame of \(length) bytes exceeds the maximum of \(maximum)"
         case .truncatedFrame: "connection closed in the middle of a frame"
+        case .stalledFrame: "a frame did not arrive in full within the read timeout"
         case .malformedFrame: "frame is not a valid clau.rpc.Frame"
         case let .protocolViolation(what): "protocol violation: \(what)"
         }
@@ -61,8 +93,8 @@ extension ChannelPipeline.SynchronousOperations {
     /// Inbound framing, with the maximum frame size enforced from the header. Outbound frames are
     /// built with their header already in place (`ByteBuffer(rpcFrame:)`): one buffer per frame,
     /// no separate 4-byte buffer through the pipeline.
-    func addRPCFraming(maximumFrameLength: Int) throws {
-        try addHandler(ByteToMessageHandler(RPCFrameDecoder(maximumFrameLength: maximumFrameLength), maximumBufferSize: maximumFrameLength + 4))
+    func addRPCFraming(maximumFrameLength: Int, frameReadTimeout: TimeAmount? = nil) throws {
+        try addHandler(ByteToMessageHandler(RPCFrameDecoder(maximumFrameLength: maximumFrameLength, frameReadTimeout: frameReadTimeout), maximumBufferSize: maximumFrameLength + 4))
     }
 }
 

@@ -28,6 +28,15 @@ public final class UnixSocketServer: Service, Sendable {
         public var maximumFrameLength: Int = 1 << 20
         /// Calls in flight per connection before new ones are refused with RESOURCE_EXHAUSTED.
         public var maximumConcurrentCallsPerConnection: Int = 4096
+        /// A frame, once begun, must arrive in full within this time or the connection is closed:
+        /// a peer cannot hold a connection (and its buffer) by sending half a frame. Default 10 s.
+        public var frameReadTimeout: Duration = .seconds(10)
+        /// A connection with no call in flight that has sent no frame for this long is closed
+        /// (clients reconnect on their next call). Nil: never. Default 10 minutes.
+        public var idleTimeout: Duration? = .seconds(600)
+        /// Connections one peer uid may hold open at once; past it a new connection is closed as
+        /// soon as it is accepted (logged). Also bounds the listen backlog. Default 128.
+        public var maximumConnectionsPerPeerUID: Int = 128
 
         public init(path: String) { self.path = path }
     }
@@ -67,15 +76,25 @@ public final class UnixSocketServer: Service, Sendable {
         let maximumFrameLength = configuration.maximumFrameLength
         let core = self.core
         let maximumConcurrentCalls = configuration.maximumConcurrentCallsPerConnection
-        let open = OpenConnections()
+        let frameReadTimeout = TimeAmount(configuration.frameReadTimeout)
+        let idleTimeout = configuration.idleTimeout.map(TimeAmount.init)
+        let open = OpenConnections(maximumPerPeerUID: configuration.maximumConnectionsPerPeerUID)
+        let logger = self.logger
         let server = try await ServerBootstrap(group: eventLoopGroup)
-            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.backlog, value: Int32(clamping: min(max(configuration.maximumConnectionsPerPeerUID, 1), 4096)))
             .bind(unixDomainSocketPath: temporaryPath) { channel in
                 channel.peerCredentials().flatMapThrowing { peer in
                     let connection = RPCServerConnection(channel: channel, peer: peer, core: core, maximumConcurrentCalls: maximumConcurrentCalls, maximumFrameLength: maximumFrameLength)
-                    try channel.pipeline.syncOperations.addRPCFraming(maximumFrameLength: maximumFrameLength)
+                    if let idleTimeout {
+                        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
+                    }
+                    try channel.pipeline.syncOperations.addRPCFraming(maximumFrameLength: maximumFrameLength, frameReadTimeout: frameReadTimeout)
                     try channel.pipeline.syncOperations.addHandler(CallReader(connection: connection))
-                    open.insert(connection)
+                    if !open.insert(connection) {
+                        logger.warning("rpc connection refused: too many open connections from this uid", metadata: [
+                            "event": "connection_limit", "peer_uid": "\(peer.uid)", "peer_pid": "\(peer.pid)",
+                        ])
+                    }
                     return connection
                 }
             }
@@ -183,27 +202,44 @@ private final class OpenConnections: Sendable {
 
     private struct State {
         var connections: [ObjectIdentifier: RPCServerConnection] = [:]
+        var openPerUID: [uid_t: Int] = [:]
         var phase = Phase.serving
     }
 
     private let state = Mutex(State())
+    private let maximumPerPeerUID: Int
+
+    init(maximumPerPeerUID: Int) {
+        self.maximumPerPeerUID = maximumPerPeerUID
+    }
 
     /// A connection accepted after graceful shutdown started drains at once; one whose set-up
-    /// finishes after the server stopped is closed at once.
-    func insert(_ connection: RPCServerConnection) {
+    /// finishes after the server stopped, or whose uid already holds its maximum, is closed at
+    /// once (false in the latter case).
+    @discardableResult
+    func insert(_ connection: RPCServerConnection) -> Bool {
         let key = ObjectIdentifier(connection)
-        let phase = state.withLock { state in
-            if state.phase != .closed { state.connections[key] = connection }
-            return state.phase
+        let uid = connection.peer.uid
+        let (phase, admitted) = state.withLock { state -> (Phase, Bool) in
+            guard state.phase != .closed else { return (state.phase, true) }
+            guard state.openPerUID[uid, default: 0] < maximumPerPeerUID else { return (state.phase, false) }
+            state.connections[key] = connection
+            state.openPerUID[uid, default: 0] += 1
+            return (state.phase, true)
         }
-        guard phase != .closed else {
+        guard phase != .closed, admitted else {
             connection.channel.close(promise: nil)
-            return
+            return admitted
         }
         connection.channel.closeFuture.whenComplete { _ in
-            _ = self.state.withLock { $0.connections.removeValue(forKey: key) }
+            self.state.withLock { state in
+                guard state.connections.removeValue(forKey: key) != nil else { return }
+                state.openPerUID[uid, default: 1] -= 1
+                if state.openPerUID[uid] == 0 { state.openPerUID[uid] = nil }
+            }
         }
         if phase == .draining { connection.startDraining() }
+        return true
     }
 
     func startDrainingAll() {
@@ -217,7 +253,7 @@ private final class OpenConnections: Sendable {
     func closeAll() {
         let connections = state.withLock { state in
             state.phase = .closed
-            defer { state.connections = [:] }
+            defer { state.connections = [:]; state.openPerUID = [:] }
             return Array(state.connections.values)
         }
         for connection in connections { connection.channel.close(promise: nil) }
@@ -314,7 +350,9 @@ private final class RPCServerConnection: Sendable {
             let started = calls.start(callID, deadline: deadline.map(NIODeadline.init)) { [core, peer, replies, calls, maximumFrameLength] in
                 Task {
                     let response = await core.handle(request, peer: peer, deadline: deadline, refusalAudited: true)
-                    if !Task.isCancelled {
+                    // After its deadline a call gets no reply, whichever of the alarm and the
+                    // handler got there first: one behaviour, whatever the timing.
+                    if !Task.isCancelled, deadline.map({ ContinuousClock.now < $0 }) ?? true {
                         replies.write(UnixSocketServer.encode(callID: callID, response: response, maximumFrameLength: maximumFrameLength))
                     }
                     calls.finish(callID)
@@ -353,10 +391,26 @@ private final class CallReader: ChannelInboundHandler, Sendable {
         context.fireChannelInactive()
     }
 
+    /// No frame for the idle timeout: closed unless a call is still running (its reply is
+    /// awaited; the next idle period decides again).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            if connection.calls.count == 0, connection.fail(RPCConnectionClosed.idle) { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // From the frame decoder: an oversized or truncated frame.
         if connection.fail(error) { context.close(promise: nil) }
     }
+}
+
+/// Why the server closed a connection that broke no rule.
+enum RPCConnectionClosed: Error, CustomStringConvertible {
+    case idle
+    var description: String { "idle past the idle timeout" }
 }
 
 /// Calls running on one connection: a Cancel frame or deadline reaches the right one, and the
