@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """A Clau RPC client written only from docs/rpc.md, with hand-rolled protobuf encoding.
 
-Usage: rpc_call.py SOCKET METHOD [PAYLOAD_HEX]
-Prints one JSON line: {"code": N, "message": "...", "payload_hex": "..."}.
+Usage: rpc_call.py [--wait-close] SOCKET METHOD [PAYLOAD_HEX] [METHOD PAYLOAD_HEX ...]
+Makes the calls one after another on one connection (call ids 7, 8, ...) and prints one JSON line
+per call: {"code": N, "message": "...", "payload_hex": "..."}. With --wait-close it then sends
+nothing and prints {"closed_by_server": true|false, "after_s": S} once the server closes the
+connection (or after 30 s).
 Used by tests that must call a server from another uid (setpriv) or another language.
 """
 import json
 import socket
 import struct
 import sys
+import time
 
 
 def varint(n):
@@ -58,37 +62,51 @@ def parse(buf):
     return fields
 
 
-def main():
-    path, method = sys.argv[1], sys.argv[2]
-    payload = bytes.fromhex(sys.argv[3]) if len(sys.argv) > 3 else b""
+def read_exactly(s, count):
+    data = b""
+    while len(data) < count:
+        chunk = s.recv(count - len(data))
+        if not chunk:
+            raise SystemExit("connection closed")
+        data += chunk
+    return data
+
+
+def call(s, call_id, method, payload):
     request = field(1, 2, method.encode()) + field(2, 0, 5_000_000) + field(4, 2, payload)
-    frame = field(1, 0, 7) + field(2, 2, request)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(path)
+    frame = field(1, 0, call_id) + field(2, 2, request)
     s.sendall(struct.pack(">I", len(frame)) + frame)
-    header = b""
-    while len(header) < 4:
-        chunk = s.recv(4 - len(header))
-        if not chunk:
-            raise SystemExit("connection closed")
-        header += chunk
-    (length,) = struct.unpack(">I", header)
-    body = b""
-    while len(body) < length:
-        chunk = s.recv(length - len(body))
-        if not chunk:
-            raise SystemExit("connection closed")
-        body += chunk
-    frame = parse(body)
-    assert frame[1][0] == 7, "call id mismatch"
+    (length,) = struct.unpack(">I", read_exactly(s, 4))
+    frame = parse(read_exactly(s, length))
+    assert frame[1][0] == call_id, "call id mismatch"
     response = parse(frame[3][0])
     status = parse(response.get(1, [b""])[0])
     print(json.dumps({
         "code": status.get(1, [0])[0],
         "message": status.get(2, [b""])[0].decode(),
         "payload_hex": response.get(2, [b""])[0].hex(),
-    }))
+    }), flush=True)
+
+
+def main():
+    args = sys.argv[1:]
+    wait_close = args[:1] == ["--wait-close"]
+    if wait_close:
+        args = args[1:]
+    path, rest = args[0], args[1:]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(path)
+    for n, i in enumerate(range(0, len(rest), 2)):
+        payload = bytes.fromhex(rest[i + 1]) if i + 1 < len(rest) else b""
+        call(s, 7 + n, rest[i], payload)
+    if wait_close:
+        started = time.monotonic()
+        try:
+            closed = s.recv(1) == b""
+        except (socket.timeout, ConnectionResetError) as error:
+            closed = isinstance(error, ConnectionResetError)
+        print(json.dumps({"closed_by_server": closed, "after_s": round(time.monotonic() - started, 3)}))
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ import Testing
 /// Raw sockets, as a hostile peer would use them.
 @Suite("Unix socket server: connection hygiene", .timeLimit(.minutes(5)))
 struct ConnectionHygieneTests {
-    func withServer(configure: (inout UnixSocketServer.Configuration) -> Void, _ body: (String) async throws -> Void) async throws {
+    func withServer(router: RPCRouter = Echo.router(), policy: RPCAccessPolicy = Echo.openPolicy(), configure: (inout UnixSocketServer.Configuration) -> Void, _ body: (String) async throws -> Void) async throws {
         let directory = try makeSocketDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var configuration = UnixSocketServer.Configuration(path: directory + "/hygiene.sock")
         configure(&configuration)
-        let server = UnixSocketServer(configuration: configuration, core: RPCServerCore(router: Echo.router(), accessPolicy: Echo.openPolicy(), logger: testLogger), logger: testLogger)
+        let server = UnixSocketServer(configuration: configuration, core: RPCServerCore(router: router, accessPolicy: policy, logger: testLogger), logger: testLogger)
         let run = Task { try await server.run() }
         defer { run.cancel() }
         await server.waitUntilListening()
@@ -135,6 +135,35 @@ struct ConnectionHygieneTests {
                 if reply.callID == 99 { break }
             }
             #expect(received == [99], "replies after the deadline: \(received.filter { $0 != 99 })")
+        }
+    }
+
+    /// The client written from docs/rpc.md alone (Python, no code of this repo) sees the same
+    /// rules: a reply over the frame limit comes back as RESOURCE_EXHAUSTED on a connection that
+    /// goes on serving, and an idle connection is closed by the server.
+    @Test func aClientWrittenFromTheDocsSeesOversizedRepliesRefusedAndIdleConnectionsClosed() async throws {
+        let amplify = MethodDescriptor<RPCWireEchoRequest, RPCWireEchoResponse>(service: "clau.test.Echo", method: "Amplify")
+        var router = Echo.router()
+        router.register(amplify) { request, _ in
+            var response = RPCWireEchoResponse()
+            response.payload = Data(count: Int(request.delayMillis))
+            return response
+        }
+        var policy = Echo.openPolicy()
+        policy.allow(amplify.fullName, uids: [getuid()])
+        let script = try copyFixtureToWorldReadableDirectory("rpc_call.py")
+        try await withServer(router: router, policy: policy, configure: { $0.idleTimeout = .milliseconds(500) }) { path in
+            var oversized = RPCWireEchoRequest()
+            oversized.delayMillis = 2 << 20
+            let hex = { (message: RPCWireEchoRequest) in try message.serializedData().map { String(format: "%02x", $0) }.joined() }
+            let output = try await Shell.run("/usr/bin/python3", [script, "--wait-close", path,
+                                                                 amplify.fullName, try hex(oversized),
+                                                                 Echo.echo.fullName, try hex(Echo.request("after"))])
+            let lines = try output.split(separator: "\n").map { try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+            try #require(lines.count == 3, "\(output)")
+            #expect(lines[0]["code"] as? Int == Int(RPCError.Code.resourceExhausted.rawValue), "\(lines[0])")
+            #expect(lines[1]["code"] as? Int == 0, "the same connection serves the next call: \(lines[1])")
+            #expect(lines[2]["closed_by_server"] as? Bool == true, "idle connection closed: \(lines[2])")
         }
     }
 }
