@@ -150,6 +150,21 @@ for method, path, auth, req, status, out, summary, errors in R:
     op["responses"] = responses
     paths.setdefault(path, {})[method] = op
 
+# C-15: the edge refuses NUL and other control characters (C0, DEL, C1) in every string of a
+# request body with 422 control_character; passwords are opaque and refuse only NUL. Say so in
+# each request schema, so a schema-valid request is one the server accepts.
+NO_CONTROLS = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+NO_NUL = "^[^\\u0000]*$"
+request_bodies = {
+    op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    for ops in paths.values() for op in ops.values()
+    if "$ref" in op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+}
+for name in sorted(request_bodies):
+    for field, prop in schemas[name].get("properties", {}).items():
+        if prop.get("type") in ("string", ["string", "null"]) and "pattern" not in prop:
+            prop["pattern"] = NO_NUL if field.endswith("password") else NO_CONTROLS
+
 # RFC 7517 §8.5: the key set is served as application/jwk-set+json.
 jwks_ok = paths["/.well-known/jwks.json"]["get"]["responses"]["200"]
 jwks_ok["content"] = {"application/jwk-set+json": jwks_ok["content"]["application/json"]}

@@ -89,10 +89,12 @@ let openAPIDocumentText = ##"""
      },
      "ip": {
       "maxLength": 45,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      },
      "reason": {
       "maxLength": 200,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      }
     },
@@ -108,12 +110,14 @@ let openAPIDocumentText = ##"""
      "current_password": {
       "maxLength": 256,
       "minLength": 1,
+      "pattern": "^[^\\u0000]*$",
       "type": "string"
      },
      "new_password": {
       "description": "At most 72 bytes of UTF-8",
       "maxLength": 72,
       "minLength": 1,
+      "pattern": "^[^\\u0000]*$",
       "type": "string"
      }
     },
@@ -136,6 +140,7 @@ let openAPIDocumentText = ##"""
      "name": {
       "maxLength": 100,
       "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      }
     },
@@ -177,6 +182,7 @@ let openAPIDocumentText = ##"""
      "fcm_token": {
       "maxLength": 4096,
       "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      },
      "platform": {
@@ -197,6 +203,7 @@ let openAPIDocumentText = ##"""
      "fcm_token": {
       "maxLength": 4096,
       "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      },
      "platform": {
@@ -267,6 +274,7 @@ let openAPIDocumentText = ##"""
      "email": {
       "format": "email",
       "maxLength": 254,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      }
     },
@@ -281,6 +289,7 @@ let openAPIDocumentText = ##"""
      "id": {
       "maxLength": 64,
       "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      }
     },
@@ -309,11 +318,13 @@ let openAPIDocumentText = ##"""
      "email": {
       "maxLength": 254,
       "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      },
      "password": {
       "maxLength": 256,
       "minLength": 1,
+      "pattern": "^[^\\u0000]*$",
       "type": "string"
      },
      "totp": {
@@ -360,6 +371,7 @@ let openAPIDocumentText = ##"""
      "password": {
       "maxLength": 256,
       "minLength": 1,
+      "pattern": "^[^\\u0000]*$",
       "type": "string"
      }
     },
@@ -391,6 +403,7 @@ let openAPIDocumentText = ##"""
      "refresh_token": {
       "maxLength": 128,
       "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      }
     },
@@ -405,17 +418,20 @@ let openAPIDocumentText = ##"""
      "email": {
       "format": "email",
       "maxLength": 254,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      },
      "full_name": {
       "maxLength": 200,
       "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      },
      "password": {
       "description": "At most 72 bytes of UTF-8",
       "maxLength": 72,
       "minLength": 1,
+      "pattern": "^[^\\u0000]*$",
       "type": "string"
      },
      "phone": {
@@ -440,12 +456,14 @@ let openAPIDocumentText = ##"""
      "email": {
       "format": "email",
       "maxLength": 254,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      },
      "new_password": {
       "description": "At most 72 bytes of UTF-8",
       "maxLength": 72,
       "minLength": 1,
+      "pattern": "^[^\\u0000]*$",
       "type": "string"
      }
     },
@@ -461,6 +479,7 @@ let openAPIDocumentText = ##"""
     "properties": {
      "reason": {
       "maxLength": 32,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      }
     },
@@ -625,6 +644,7 @@ let openAPIDocumentText = ##"""
      "full_name": {
       "maxLength": 200,
       "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
       "type": "string"
      },
      "phone": {
