@@ -39,7 +39,7 @@ public func buildProviderFakesApplication(
 ) -> ProviderFakesApplication {
     let fakes = fakes ?? ProviderFakes(configuration: configuration)
     let router = Router(context: BasicRequestContext.self)
-    router.add(middleware: FaultInjectionMiddleware(faults: fakes.faults))
+    router.add(middleware: FaultInjectionMiddleware(faults: fakes.faults, alpacaRequestsPerMinute: configuration.alpaca.requestsPerMinute))
     let bodyLimit = configuration.maximumBodyBytes
     addAlpacaRoutes(router, fakes.alpaca, bodyLimit: bodyLimit)
     addStripeRoutes(router, fakes.stripe, bodyLimit: bodyLimit)
@@ -54,23 +54,35 @@ public func buildProviderFakesApplication(
 // MARK: Routes
 
 private func addAlpacaRoutes(_ router: Router<BasicRequestContext>, _ alpaca: AlpacaFake, bodyLimit: Int) {
-    func trading(_ operation: @escaping @Sendable (BasicRequestContext) throws -> AlpacaOperation) -> @Sendable (Request, BasicRequestContext) async throws -> Response {
-        { request, context in
-            let fakeRequest: FakeRequest
-            do {
-                fakeRequest = try await FakeRequest(request, bodyLimit: bodyLimit)
-            } catch {
-                return Response(AlpacaError(status: 413, code: 41310000, message: "request body too large").response)
+    @Sendable func read(_ request: Request, bodyLimit: Int) async -> Result<FakeRequest, AlpacaError> {
+        do throws(RequestReadError) {
+            return .success(try await FakeRequest(request, bodyLimit: bodyLimit))
+        } catch {
+            switch error {
+            case .bodyTooLarge: return .failure(AlpacaError(status: 413, code: 41310000, message: "request body too large"))
+            case .malformedQuery(let reason): return .failure(.malformed(reason))
             }
-            return Response(await alpaca.respond(to: try operation(context), fakeRequest))
         }
     }
-    router.get("/oauth/authorize") { request, _ in Response(await alpaca.authorize(try await FakeRequest(request, bodyLimit: 0))) }
-    router.post("/oauth/token") { request, _ in
-        guard let fakeRequest = try? await FakeRequest(request, bodyLimit: bodyLimit) else {
-            return Response(AlpacaError(status: 413, code: 41310000, message: "request body too large").response)
+    func trading(_ operation: @escaping @Sendable (BasicRequestContext) throws -> AlpacaOperation) -> @Sendable (Request, BasicRequestContext) async throws -> Response {
+        { request, context in
+            switch await read(request, bodyLimit: bodyLimit) {
+            case .success(let fakeRequest): Response(await alpaca.respond(to: try operation(context), fakeRequest))
+            case .failure(let error): Response(error.response)
+            }
         }
-        return Response(await alpaca.exchangeToken(fakeRequest))
+    }
+    router.get("/oauth/authorize") { request, _ in
+        switch await read(request, bodyLimit: 0) {
+        case .success(let fakeRequest): Response(await alpaca.authorize(fakeRequest))
+        case .failure(let error): Response(error.response)
+        }
+    }
+    router.post("/oauth/token") { request, _ in
+        switch await read(request, bodyLimit: bodyLimit) {
+        case .success(let fakeRequest): Response(await alpaca.exchangeToken(fakeRequest))
+        case .failure(let error): Response(error.response)
+        }
     }
     router.get("/v2/account", use: trading { _ in .account })
     router.get("/v2/positions", use: trading { _ in .positions })
@@ -84,10 +96,15 @@ private func addStripeRoutes(_ router: Router<BasicRequestContext>, _ stripe: St
     func stripeOperation(_ operation: @escaping @Sendable (BasicRequestContext) throws -> StripeOperation) -> @Sendable (Request, BasicRequestContext) async throws -> Response {
         { request, context in
             let fakeRequest: FakeRequest
-            do {
+            do throws(RequestReadError) {
                 fakeRequest = try await FakeRequest(request, bodyLimit: bodyLimit)
             } catch {
-                return Response(StripeError(status: 413, type: "invalid_request_error", code: nil, message: "Request body too large.", param: nil).response)
+                switch error {
+                case .bodyTooLarge:
+                    return Response(StripeError(status: 413, type: "invalid_request_error", code: nil, message: "Request body too large.", param: nil).response)
+                case .malformedQuery(let reason):
+                    return Response(StripeError.invalid(reason).response)
+                }
             }
             return Response(await stripe.respond(to: try operation(context), fakeRequest))
         }
@@ -114,9 +131,23 @@ private func addAdminRoutes(_ router: Router<BasicRequestContext>, _ fakes: Prov
     @Sendable func adminError(_ status: Int, _ message: String) -> Response {
         Response(.json(status, ["error": .string(message)]))
     }
+    @Sendable func read(_ request: Request, bodyLimit: Int) async -> Result<FakeRequest, AdminRefusal> {
+        do throws(RequestReadError) {
+            return .success(try await FakeRequest(request, bodyLimit: bodyLimit))
+        } catch {
+            switch error {
+            case .bodyTooLarge: return .failure(AdminRefusal(response: adminError(413, "body too large (at most \(bodyLimit) bytes)")))
+            case .malformedQuery(let reason): return .failure(AdminRefusal(response: adminError(400, reason)))
+            }
+        }
+    }
     // Body: the raw webhook payload. Query: optional `timestamp` (unix seconds; default now).
     router.post("/_fake/stripe/webhooks/sign") { request, _ in
-        guard let fakeRequest = try? await FakeRequest(request, bodyLimit: bodyLimit) else { return adminError(413, "body too large") }
+        let fakeRequest: FakeRequest
+        switch await read(request, bodyLimit: bodyLimit) {
+        case .success(let read): fakeRequest = read
+        case .failure(let refusal): return refusal.response
+        }
         var timestamp: Int64?
         if let text = fakeRequest.query.value("timestamp") {
             guard let value = Int64(text), value >= 0 else { return adminError(400, "timestamp must be unix seconds") }
@@ -134,7 +165,11 @@ private func addAdminRoutes(_ router: Router<BasicRequestContext>, _ fakes: Prov
     }
     // Body: `{"path": "/v2/account", "method": "GET", "status": 500, "count": 3}` (method optional).
     router.post("/_fake/faults") { request, _ in
-        guard let fakeRequest = try? await FakeRequest(request, bodyLimit: 4096) else { return adminError(413, "body too large") }
+        let fakeRequest: FakeRequest
+        switch await read(request, bodyLimit: 4096) {
+        case .success(let read): fakeRequest = read
+        case .failure(let refusal): return refusal.response
+        }
         guard let json = try? JSONValue.decode(fakeRequest.body),
               let path = json["path"]?.stringValue, let status = json["status"]?.integerValue else {
             return adminError(400, "expected JSON {\"path\": string, \"status\": integer, \"count\": integer, \"method\"?: string}")
@@ -153,6 +188,11 @@ private func addAdminRoutes(_ router: Router<BasicRequestContext>, _ fakes: Prov
     }
 }
 
+/// An admin request refused before it ran, with the answer to send.
+struct AdminRefusal: Error {
+    var response: Response
+}
+
 // MARK: Fault injection
 
 /// Answers a planned failure before routing, in the shape of the provider the path belongs to:
@@ -160,6 +200,7 @@ private func addAdminRoutes(_ router: Router<BasicRequestContext>, _ fakes: Prov
 struct FaultInjectionMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
     let faults: FaultInjector
+    let alpacaRequestsPerMinute: Int
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard !request.uri.path.hasPrefix("/_fake/"),
@@ -175,7 +216,7 @@ struct FaultInjectionMiddleware: RouterMiddleware {
         var headers: [(name: String, value: String)] = []
         if status == 429 {
             let reset = Timestamp.unixSeconds(Date()) + 60
-            headers = [("X-RateLimit-Limit", "200"), ("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "\(reset)")]
+            headers = [("X-RateLimit-Limit", "\(alpacaRequestsPerMinute)"), ("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "\(reset)")]
         }
         let message = status == 429 ? "rate limit exceeded" : "internal server error (injected)"
         return Response(AlpacaError(status: status, code: Int64(status) * 100_000, message: message, headers: headers).response)
@@ -184,16 +225,34 @@ struct FaultInjectionMiddleware: RouterMiddleware {
 
 // MARK: Conversions
 
+/// Why a request could not be read; each provider answers it in its own error shape.
+enum RequestReadError: Error {
+    case bodyTooLarge
+    case malformedQuery(String)
+}
+
 extension FakeRequest {
-    /// Reads at most `bodyLimit` bytes of body (throws past it).
-    init(_ request: Request, bodyLimit: Int) async throws {
+    /// Reads at most `bodyLimit` bytes of body and parses the query string.
+    init(_ request: Request, bodyLimit: Int) async throws(RequestReadError) {
+        let query: FormBody
+        do {
+            query = try FormBody(parsing: Substring(request.uri.query ?? ""))
+        } catch {
+            throw .malformedQuery(error.description)
+        }
         var request = request
-        let body = bodyLimit > 0 ? try await request.collectBody(upTo: bodyLimit) : ByteBuffer()
+        let body: ByteBuffer
+        do {
+            // Also past the limit when the body is cut short or the connection fails: either way
+            // there is no whole body to act on.
+            body = bodyLimit > 0 ? try await request.collectBody(upTo: bodyLimit) : ByteBuffer()
+        } catch {
+            throw .bodyTooLarge
+        }
         var headers: [String: String] = [:]
         for field in request.headers where headers[field.name.canonicalName] == nil {
             headers[field.name.canonicalName] = field.value
         }
-        let query = (try? FormBody(parsing: Substring(request.uri.query ?? ""))) ?? FormBody(pairs: [])
         self.init(method: request.method.rawValue, path: request.uri.path, query: query, headers: headers, body: Array(body.readableBytesView))
     }
 }

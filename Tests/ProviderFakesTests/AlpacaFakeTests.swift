@@ -215,6 +215,9 @@ struct AlpacaTradingTests {
             #expect(filtered.json?.arrayValue?.count == 2)
             #expect(try await fakes.alpaca(.get, "/v2/orders?status=bogus", token: token).status == 422)
             #expect(try await fakes.alpaca(.get, "/v2/orders?limit=0", token: token).status == 422)
+            let malformed = try await fakes.alpaca(.get, "/v2/orders?status=%ZZ", token: token)
+            #expect(malformed.status == 400)
+            #expect(malformed.json?["code"] == 40010000)
         }
     }
 }

@@ -145,6 +145,9 @@ struct StripeFakeTests {
             #expect(before.json?["has_more"] == true)
 
             #expect(try await fakes.stripe(.get, "/v1/financial_connections/accounts?limit=101").status == 400)
+            let malformed = try await fakes.stripe(.get, "/v1/financial_connections/accounts?limit=%G1")
+            #expect(malformed.status == 400)
+            #expect(malformed.json?["error"]?["type"] == "invalid_request_error")
             let badCursor = try await fakes.stripe(.get, "/v1/financial_connections/accounts?starting_after=fca_nope")
             #expect(badCursor.status == 404)
             #expect(badCursor.json?["error"]?["param"] == "starting_after")
