@@ -220,7 +220,7 @@ public actor AlpacaFake {
             return AlpacaError(status: 429, code: 42910000, message: "rate limit exceeded", headers: rateHeaders).response
         }
         var response: FakeResponse
-        do {
+        do throws(AlpacaError) {
             switch operation {
             case .account: response = .json(200, accountJSON(account))
             case .positions: response = .json(200, .array(account.positions.sorted { $0.key < $1.key }.map { positionJSON(symbol: $0.key, $0.value) }))
@@ -232,10 +232,8 @@ public actor AlpacaFake {
                 response = FakeResponse(status: 204)
             }
             accounts[accountID] = account
-        } catch let error as AlpacaError {
-            response = error.response
         } catch {
-            response = AlpacaError(status: 500, code: 50010000, message: "internal error").response
+            response = error.response
         }
         response.headers += rateHeaders
         return response

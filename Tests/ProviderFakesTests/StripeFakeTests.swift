@@ -71,6 +71,22 @@ struct StripeFakeTests {
         }
     }
 
+    @Test("twenty concurrent requests with one Idempotency-Key create one customer and all get its response")
+    func concurrentIdempotency() async throws {
+        try await withFakes { fakes in
+            let bodies = try await withThrowingTaskGroup(of: [UInt8].self) { group in
+                for _ in 0..<20 {
+                    group.addTask { try await fakes.stripe(.post, "/v1/customers", form: "email=same%40y.z", idempotencyKey: "race").body }
+                }
+                return try await group.reduce(into: [[UInt8]]()) { $0.append($1) }
+            }
+            #expect(bodies.count == 20)
+            #expect(Set(bodies).count == 1)
+            let id = try #require(try JSONValue.decode(bodies[0])["id"]?.stringValue)
+            #expect(try await fakes.stripe(.get, "/v1/customers/\(id)").status == 200)
+        }
+    }
+
     @Test("Financial Connections: permissions[]=balances session, linked accounts, balance refresh")
     func financialConnections() async throws {
         try await withFakes { fakes in
