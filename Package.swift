@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "vault-bench", targets: ["vault-bench"]),
         .executable(name: "auth-bench", targets: ["auth-bench"]),
         .executable(name: "clau-fuzz", targets: ["clau-fuzz"]),
+        .executable(name: "clau-fakes", targets: ["clau-fakes"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -222,6 +223,29 @@ let package = Package(
             path: "Benchmarks/auth-bench",
             swiftSettings: swiftSettings
         ),
+        // Fake Alpaca and Stripe HTTP servers for tests and the dev stack; never deployed.
+        .target(
+            name: "ProviderFakes",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "clau-fakes",
+            dependencies: [
+                "ProviderFakes", "ClauSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // libFuzzer harness of the parsers fed by the network or another process (scripts/fuzz);
         // a plain build replays saved inputs.
         .target(name: "CClauFuzz", path: "Sources/CClauFuzz"),
@@ -298,6 +322,19 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ProviderFakesTests",
+            dependencies: [
+                "ProviderFakes",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
