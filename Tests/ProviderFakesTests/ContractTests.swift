@@ -2,7 +2,7 @@ import Foundation
 import ProviderFakes
 import Testing
 
-/// One of the upstream OpenAPI subsets in `../shared/contracts`, and a checker for the subset of
+/// One of the upstream OpenAPI subsets (`Tests/Fixtures/contracts`, copied from `shared/contracts`), and a checker for the subset of
 /// JSON Schema (OpenAPI 3.0 flavour) those documents use: `$ref`, `type`, `nullable`, `required`,
 /// `properties`, `additionalProperties`, `items`, `enum`, `anyOf`, `minLength`/`maxLength`, and
 /// the `uuid` and `date-time` formats. Strict about undeclared fields: a field the fake sends that
@@ -10,14 +10,15 @@ import Testing
 struct OpenAPIContract {
     let document: JSONValue
 
-    /// `$CLAU_CONTRACTS_DIR`, or `contracts` beside the repository (`../shared/contracts`).
+    /// `$CLAU_CONTRACTS_DIR`, or the copy in `Tests/Fixtures/contracts` (taken from the upstream
+    /// subsets in `shared/contracts`, so a fresh clone has them; refresh it when they change).
     static func load(_ relativePath: String) throws -> OpenAPIContract {
         let directory: URL
         if let override = ProcessInfo.processInfo.environment["CLAU_CONTRACTS_DIR"] {
             directory = URL(fileURLWithPath: override)
         } else {
             directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/contracts")
+                .appendingPathComponent("Fixtures/contracts")
         }
         let data = try Data(contentsOf: directory.appendingPathComponent(relativePath))
         return OpenAPIContract(document: try JSONValue.decode(Array(data)))
