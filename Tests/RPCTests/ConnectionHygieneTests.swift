@@ -142,15 +142,7 @@ struct ConnectionHygieneTests {
     /// rules: a reply over the frame limit comes back as RESOURCE_EXHAUSTED on a connection that
     /// goes on serving, and an idle connection is closed by the server.
     @Test func aClientWrittenFromTheDocsSeesOversizedRepliesRefusedAndIdleConnectionsClosed() async throws {
-        let amplify = MethodDescriptor<RPCWireEchoRequest, RPCWireEchoResponse>(service: "clau.test.Echo", method: "Amplify")
-        var router = Echo.router()
-        router.register(amplify) { request, _ in
-            var response = RPCWireEchoResponse()
-            response.payload = Data(count: Int(request.delayMillis))
-            return response
-        }
-        var policy = Echo.openPolicy()
-        policy.allow(amplify.fullName, uids: [getuid()])
+        let (amplify, router, policy) = (Echo.amplify, Echo.amplifyingRouter(), Echo.amplifyingPolicy())
         let script = try copyFixtureToWorldReadableDirectory("rpc_call.py")
         try await withServer(router: router, policy: policy, configure: { $0.idleTimeout = .milliseconds(500) }) { path in
             var oversized = RPCWireEchoRequest()

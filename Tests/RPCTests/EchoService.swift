@@ -36,6 +36,25 @@ enum Echo {
         return router
     }
 
+    /// Replies with `delay_millis` zero bytes of payload: a reply of any size from a tiny request.
+    static let amplify = MethodDescriptor<RPCWireEchoRequest, RPCWireEchoResponse>(service: "clau.test.Echo", method: "Amplify")
+
+    static func amplifyingRouter() -> RPCRouter {
+        var router = router()
+        router.register(amplify) { request, _ in
+            var response = RPCWireEchoResponse()
+            response.payload = Data(count: Int(request.delayMillis))
+            return response
+        }
+        return router
+    }
+
+    static func amplifyingPolicy() -> RPCAccessPolicy {
+        var policy = openPolicy()
+        policy.allow(amplify.fullName, uids: [getuid()])
+        return policy
+    }
+
     static func openPolicy(uids: Set<UInt32> = [getuid()]) -> RPCAccessPolicy {
         var policy = RPCAccessPolicy()
         policy.allow(echo.fullName, uids: uids)

@@ -278,15 +278,7 @@ struct UnixSocketTransportTests {
     /// survives. Sizes at random around the limit: each call is either answered in full or
     /// refused so, never by a dropped connection (UNAVAILABLE).
     @Test func repliesOverTheFrameLimitAreRefusedNotSent() async throws {
-        let amplify = MethodDescriptor<RPCWireEchoRequest, RPCWireEchoResponse>(service: "clau.test.Echo", method: "Amplify")
-        var router = Echo.router()
-        router.register(amplify) { request, _ in
-            var response = RPCWireEchoResponse()
-            response.payload = Data(count: Int(request.delayMillis))
-            return response
-        }
-        var policy = Echo.openPolicy()
-        policy.allow(amplify.fullName, uids: [getuid()])
+        let (amplify, router, policy) = (Echo.amplify, Echo.amplifyingRouter(), Echo.amplifyingPolicy())
         try await withServerAndClient(router: router, policy: policy) { (_, client, _) async throws -> Void in
             let rpc = RPCClient(transport: client)
             func size(_ bytes: Int) -> RPCWireEchoRequest {
