@@ -1,3 +1,4 @@
+import ClauSupport
 import Foundation
 import Logging
 import PostgresNIO
@@ -372,28 +373,16 @@ final class GraceCache: Sendable {
 /// Input checks for account fields. Messages name the field, never echo secrets.
 enum Validation {
     static func normalizedEmail(_ raw: String) -> String {
-        raw.trimmingCharacters(in: .whitespaces).lowercased()
+        FieldRules.normalizedEmail(raw)
     }
 
-    /// RFC 5322, the practical subset: one `@`, a dot-atom local part, a domain of DNS labels
-    /// with a dot, at most 254 bytes. Returns the normalised (lower-cased) address.
+    /// The e-mail grammar the edge applies too (``FieldRules/emailProblem(_:)``). Returns the
+    /// normalised (lower-cased) address.
     static func email(_ raw: String) throws -> String {
-        let email = normalizedEmail(raw)
-        let invalid = RPCError(code: .invalidArgument, message: "email is not a valid address", details: ["field": "email"])
-        guard email.utf8.count <= 254, email.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7F }) else { throw invalid }
-        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
-        guard parts.count == 2 else { throw invalid }
-        let local = parts[0], domain = parts[1]
-        let localAllowed = Set("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~-.")
-        guard (1...64).contains(local.count), local.allSatisfy(localAllowed.contains),
-              !local.hasPrefix("."), !local.hasSuffix("."), !local.contains("..")
-        else { throw invalid }
-        let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
-        let labelAllowed = Set("abcdefghijklmnopqrstuvwxyz0123456789-")
-        guard labels.count >= 2, labels.allSatisfy({ (1...63).contains($0.count) && $0.allSatisfy(labelAllowed.contains) && !$0.hasPrefix("-") && !$0.hasSuffix("-") }),
-              let tld = labels.last, tld.count >= 2, !tld.allSatisfy(\.isNumber)
-        else { throw invalid }
-        return email
+        guard FieldRules.emailProblem(raw) == nil else {
+            throw RPCError(code: .invalidArgument, message: "email is not a valid address", details: ["field": "email"])
+        }
+        return normalizedEmail(raw)
     }
 
     static func fullName(_ raw: String) throws -> String {
@@ -404,13 +393,10 @@ enum Validation {
         return name
     }
 
-    /// E.164: `+`, then 7 to 15 digits, the first not 0. Empty means no phone.
+    /// E.164 (``FieldRules/isE164Phone(_:)``). Empty means no phone.
     static func phone(_ raw: String) throws -> String? {
         guard !raw.isEmpty else { return nil }
-        let digits = raw.utf8.dropFirst()
-        guard raw.utf8.first == UInt8(ascii: "+"), (7...15).contains(digits.count),
-              digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }), digits.first != UInt8(ascii: "0")
-        else {
+        guard FieldRules.isE164Phone(raw) else {
             throw RPCError(code: .invalidArgument, message: "phone must be in E.164 form, e.g. +14155550100", details: ["field": "phone"])
         }
         return raw

@@ -1,3 +1,4 @@
+import ClauSupport
 import Foundation
 import HTTPTypes
 import RPC
@@ -90,7 +91,7 @@ enum AuthRoutes {
     static func login(_ call: EdgeCall) async throws -> EdgeReply {
         let body = try await call.decode(LoginBody.self)
         // 5 per 5 minutes per IP + account (the account normalised as auth does).
-        try await call.enforce(.login, key: "ip:\(call.clientIP)|account:\(body.email.trimmingCharacters(in: .whitespaces).lowercased())")
+        try await call.enforce(.login, key: "ip:\(call.clientIP)|account:\(FieldRules.normalizedEmail(body.email))")
         var request = AuthLoginRequest()
         request.email = body.email
         request.password = body.password

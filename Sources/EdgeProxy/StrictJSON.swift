@@ -1,3 +1,4 @@
+import ClauSupport
 import Foundation
 
 /// Request bodies (C-15 / R-12): decoded into types that list their fields. Unknown fields, wrong
@@ -188,37 +189,19 @@ enum Check {
         return nil
     }
 
-    /// The practical RFC 5322 subset auth accepts: ASCII, one `@`, dot-atom local part ≤ 64,
-    /// domain of DNS labels with a dot, ≤ 254 bytes.
+    /// The e-mail grammar auth applies too (``FieldRules/emailProblem(_:)``).
     static func email(_ raw: String, _ name: String = "email") -> FieldProblem? {
-        let email = raw.trimmingCharacters(in: .whitespaces).lowercased()
-        let bad = FieldProblem(name: name, problem: "invalid_email")
-        guard !email.isEmpty else { return FieldProblem(name: name, problem: "must_not_be_empty") }
-        guard email.utf8.count <= 254 else { return FieldProblem(name: name, problem: "too_long") }
-        guard email.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7F }) else { return bad }
-        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
-        guard parts.count == 2 else { return bad }
-        let local = parts[0], domain = parts[1]
-        let localAllowed = Set("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~-.")
-        guard (1...64).contains(local.count), local.allSatisfy(localAllowed.contains),
-              !local.hasPrefix("."), !local.hasSuffix("."), !local.contains("..")
-        else { return bad }
-        let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
-        let labelAllowed = Set("abcdefghijklmnopqrstuvwxyz0123456789-")
-        guard labels.count >= 2,
-              labels.allSatisfy({ (1...63).contains($0.count) && $0.allSatisfy(labelAllowed.contains) && !$0.hasPrefix("-") && !$0.hasSuffix("-") }),
-              let tld = labels.last, tld.count >= 2, !tld.allSatisfy(\.isNumber)
-        else { return bad }
-        return nil
+        switch FieldRules.emailProblem(raw) {
+        case nil: nil
+        case .empty: FieldProblem(name: name, problem: "must_not_be_empty")
+        case .tooLong: FieldProblem(name: name, problem: "too_long")
+        case .invalid: FieldProblem(name: name, problem: "invalid_email")
+        }
     }
 
     /// E.164: `+`, then 7 to 15 digits, the first not 0.
     static func phone(_ raw: String, _ name: String = "phone") -> FieldProblem? {
-        let digits = raw.utf8.dropFirst()
-        guard raw.utf8.first == UInt8(ascii: "+"), (7...15).contains(digits.count),
-              digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }), digits.first != UInt8(ascii: "0")
-        else { return FieldProblem(name: name, problem: "invalid_e164_phone") }
-        return nil
+        FieldRules.isE164Phone(raw) ? nil : FieldProblem(name: name, problem: "invalid_e164_phone")
     }
 }
 
