@@ -14,8 +14,8 @@ struct OrderRequestValidationTests {
         AlpacaOrderDraft(symbol: symbol, side: side, type: type, timeInForce: timeInForce, qty: qty, notional: notional, limitPrice: limitPrice)
     }
 
-    func refusal(_ draft: AlpacaOrderDraft) -> OrderValidationError? {
-        do throws(OrderValidationError) {
+    func refusal(_ draft: AlpacaOrderDraft) -> FieldValidationError? {
+        do throws(FieldValidationError) {
             _ = try OrderRequestValidation.validate(draft)
             return nil
         } catch {
@@ -57,7 +57,7 @@ struct OrderRequestValidationTests {
         ("AAPL ", "invalid_format"), ("ÄAPL", "invalid_format"), ("AAPL\u{0}", "control_character"), ("AA\u{85}PL", "control_character"),
     ])
     func malformedSymbolsAreRefused(_ symbol: String, _ problem: String) {
-        #expect(refusal(draft(symbol: symbol, qty: "1")) == OrderValidationError(field: "symbol", problem: .init(rawValue: problem)!))
+        #expect(refusal(draft(symbol: symbol, qty: "1")) == FieldValidationError(field: "symbol", problem: .init(rawValue: problem)!))
     }
 
     @Test func tenCharacterSymbolIsTheLongestAccepted() throws {
@@ -65,18 +65,18 @@ struct OrderRequestValidationTests {
     }
 
     @Test func sideTypeAndTimeInForceComeFromAlpacasEnums() {
-        #expect(refusal(draft(side: "short", qty: "1")) == OrderValidationError(field: "side", problem: .unsupportedValue))
-        #expect(refusal(draft(side: "BUY", qty: "1")) == OrderValidationError(field: "side", problem: .unsupportedValue))
-        #expect(refusal(draft(side: "", qty: "1")) == OrderValidationError(field: "side", problem: .missing))
-        #expect(refusal(draft(type: "stop", qty: "1")) == OrderValidationError(field: "type", problem: .unsupportedValue))
-        #expect(refusal(draft(type: "trailing_stop", qty: "1")) == OrderValidationError(field: "type", problem: .unsupportedValue))
-        #expect(refusal(draft(timeInForce: "gtd", qty: "1")) == OrderValidationError(field: "time_in_force", problem: .unsupportedValue))
-        #expect(refusal(draft(timeInForce: "", qty: "1")) == OrderValidationError(field: "time_in_force", problem: .missing))
+        #expect(refusal(draft(side: "short", qty: "1")) == FieldValidationError(field: "side", problem: .unsupportedValue))
+        #expect(refusal(draft(side: "BUY", qty: "1")) == FieldValidationError(field: "side", problem: .unsupportedValue))
+        #expect(refusal(draft(side: "", qty: "1")) == FieldValidationError(field: "side", problem: .missing))
+        #expect(refusal(draft(type: "stop", qty: "1")) == FieldValidationError(field: "type", problem: .unsupportedValue))
+        #expect(refusal(draft(type: "trailing_stop", qty: "1")) == FieldValidationError(field: "type", problem: .unsupportedValue))
+        #expect(refusal(draft(timeInForce: "gtd", qty: "1")) == FieldValidationError(field: "time_in_force", problem: .unsupportedValue))
+        #expect(refusal(draft(timeInForce: "", qty: "1")) == FieldValidationError(field: "time_in_force", problem: .missing))
     }
 
     @Test func exactlyOneOfQuantityAndNotional() {
-        #expect(refusal(draft()) == OrderValidationError(field: "qty", problem: .missing))
-        #expect(refusal(draft(qty: "1", notional: "100")) == OrderValidationError(field: "notional", problem: .conflictsWithOtherField))
+        #expect(refusal(draft()) == FieldValidationError(field: "qty", problem: .missing))
+        #expect(refusal(draft(qty: "1", notional: "100")) == FieldValidationError(field: "notional", problem: .conflictsWithOtherField))
     }
 
     @Test(arguments: [
@@ -87,9 +87,9 @@ struct OrderRequestValidationTests {
         ("1\u{0}", "control_character"), ("1\n", "control_character"), (String(repeating: "1", count: 33), "too_long"),
     ])
     func malformedQuantitiesAreRefused(_ qty: String, _ problem: String) {
-        #expect(refusal(draft(qty: qty)) == OrderValidationError(field: "qty", problem: .init(rawValue: problem)!))
-        #expect(refusal(draft(notional: qty)) == OrderValidationError(field: "notional", problem: .init(rawValue: problem)!))
-        #expect(refusal(draft(type: "limit", qty: "1", limitPrice: qty)) == OrderValidationError(field: "limit_price", problem: .init(rawValue: problem)!))
+        #expect(refusal(draft(qty: qty)) == FieldValidationError(field: "qty", problem: .init(rawValue: problem)!))
+        #expect(refusal(draft(notional: qty)) == FieldValidationError(field: "notional", problem: .init(rawValue: problem)!))
+        #expect(refusal(draft(type: "limit", qty: "1", limitPrice: qty)) == FieldValidationError(field: "limit_price", problem: .init(rawValue: problem)!))
     }
 
     @Test func boundaryDecimalsAreAccepted() throws {
@@ -99,29 +99,29 @@ struct OrderRequestValidationTests {
     }
 
     @Test func limitPriceIsRequiredForLimitAndRefusedForMarket() {
-        #expect(refusal(draft(type: "limit", qty: "1")) == OrderValidationError(field: "limit_price", problem: .missing))
-        #expect(refusal(draft(type: "market", qty: "1", limitPrice: "10")) == OrderValidationError(field: "limit_price", problem: .notAllowed))
+        #expect(refusal(draft(type: "limit", qty: "1")) == FieldValidationError(field: "limit_price", problem: .missing))
+        #expect(refusal(draft(type: "market", qty: "1", limitPrice: "10")) == FieldValidationError(field: "limit_price", problem: .notAllowed))
     }
 
     @Test func notionalAndFractionalOrdersMustBeMarketDayOrders() throws {
-        #expect(refusal(draft(type: "limit", notional: "100", limitPrice: "10")) == OrderValidationError(field: "notional", problem: .requiresMarketDayOrder))
-        #expect(refusal(draft(timeInForce: "gtc", notional: "100")) == OrderValidationError(field: "time_in_force", problem: .requiresMarketDayOrder))
-        #expect(refusal(draft(type: "limit", qty: "0.5", limitPrice: "10")) == OrderValidationError(field: "qty", problem: .requiresMarketDayOrder))
-        #expect(refusal(draft(timeInForce: "ioc", qty: "1.25")) == OrderValidationError(field: "time_in_force", problem: .requiresMarketDayOrder))
+        #expect(refusal(draft(type: "limit", notional: "100", limitPrice: "10")) == FieldValidationError(field: "notional", problem: .requiresMarketDayOrder))
+        #expect(refusal(draft(timeInForce: "gtc", notional: "100")) == FieldValidationError(field: "time_in_force", problem: .requiresMarketDayOrder))
+        #expect(refusal(draft(type: "limit", qty: "0.5", limitPrice: "10")) == FieldValidationError(field: "qty", problem: .requiresMarketDayOrder))
+        #expect(refusal(draft(timeInForce: "ioc", qty: "1.25")) == FieldValidationError(field: "time_in_force", problem: .requiresMarketDayOrder))
         // A whole number written with a zero fraction is not fractional.
         #expect(try OrderRequestValidation.validate(draft(type: "limit", timeInForce: "gtc", qty: "3.00", limitPrice: "10")).amount == .quantity("3.00"))
     }
 
-    @Test func controlCharactersAreRefusedInEveryField() {
+    @Test func controlCharactersAreRefusedInEveryField_C15() {
         let nul = "\u{0}"
         #expect(refusal(draft(side: "buy" + nul, qty: "1"))?.problem == .controlCharacter)
-        #expect(refusal(draft(type: "market\u{7F}", qty: "1")) == OrderValidationError(field: "type", problem: .controlCharacter))
-        #expect(refusal(draft(timeInForce: "\u{1B}day", qty: "1")) == OrderValidationError(field: "time_in_force", problem: .controlCharacter))
-        #expect(refusal(draft(type: "market", qty: "1", limitPrice: "\r")) == OrderValidationError(field: "limit_price", problem: .controlCharacter))
+        #expect(refusal(draft(type: "market\u{7F}", qty: "1")) == FieldValidationError(field: "type", problem: .controlCharacter))
+        #expect(refusal(draft(timeInForce: "\u{1B}day", qty: "1")) == FieldValidationError(field: "time_in_force", problem: .controlCharacter))
+        #expect(refusal(draft(type: "market", qty: "1", limitPrice: "\r")) == FieldValidationError(field: "limit_price", problem: .controlCharacter))
     }
 
     @Test func refusalBecomesAFieldErrorForTheEdge() {
-        let error = OrderValidationError(field: "limit_price", problem: .missing).rpcError
+        let error = FieldValidationError(field: "limit_price", problem: .missing).rpcError
         #expect(error.code == .invalidArgument)
         #expect(error.message == "missing")
         #expect(error.details == ["field": "limit_price"])

@@ -1,5 +1,4 @@
 import Foundation
-import RPC
 
 /// An order as the user asked for it, before any check: proto3 strings, empty meaning absent.
 public struct AlpacaOrderDraft: Sendable, Hashable {
@@ -57,40 +56,6 @@ public struct ValidatedAlpacaOrder: Sendable, Hashable {
     public let clientOrderID: String
 }
 
-/// Why an order draft was refused: the field (its wire name) and a snake_case problem code. Becomes
-/// INVALID_ARGUMENT with `message` = problem and `details["field"]` = field, which the edge turns
-/// into 422 `{"fields": [{"name", "problem"}]}`.
-public struct OrderValidationError: Error, Sendable, Hashable, RPCErrorConvertible {
-    public enum Problem: String, Sendable, Hashable {
-        case missing
-        case controlCharacter = "control_character"
-        case tooLong = "too_long"
-        case invalidFormat = "invalid_format"
-        case unsupportedValue = "unsupported_value"
-        /// A decimal that is zero.
-        case notPositive = "not_positive"
-        case tooManyDigits = "too_many_digits"
-        /// qty and notional both given.
-        case conflictsWithOtherField = "conflicts_with_other_field"
-        /// limit_price on a market order.
-        case notAllowed = "not_allowed"
-        /// A notional or fractional order that is not `market` + `day` (Alpaca accepts only those).
-        case requiresMarketDayOrder = "requires_market_day_order"
-    }
-
-    public let field: String
-    public let problem: Problem
-
-    public init(field: String, problem: Problem) {
-        self.field = field
-        self.problem = problem
-    }
-
-    public var rpcError: RPCError {
-        RPCError(code: .invalidArgument, message: problem.rawValue, details: ["field": field])
-    }
-}
-
 /// Checks an order before Alpaca is called, so a malformed or hostile value never reaches a URL or
 /// a request body and the user gets a precise field error instead of Alpaca's text. Alpaca still
 /// applies its own rules (buying power, tick sizes, market hours); those come back as 403/422.
@@ -108,20 +73,20 @@ public enum OrderRequestValidation {
     /// Alpaca allows 128 characters; 48 keeps the generated id short in logs and indexes.
     public static let maximumClientOrderIDLength = 48
 
-    public static func validate(_ draft: AlpacaOrderDraft) throws(OrderValidationError) -> ValidatedAlpacaOrder {
+    public static func validate(_ draft: AlpacaOrderDraft) throws(FieldValidationError) -> ValidatedAlpacaOrder {
         try validate(draft, clientOrderID: makeClientOrderID())
     }
 
     /// With a given `clientOrderID`, for tests and for resubmitting an order after a timeout.
-    static func validate(_ draft: AlpacaOrderDraft, clientOrderID: String) throws(OrderValidationError) -> ValidatedAlpacaOrder {
+    static func validate(_ draft: AlpacaOrderDraft, clientOrderID: String) throws(FieldValidationError) -> ValidatedAlpacaOrder {
         // Control characters first, in every field, so no later message depends on them.
         let fields: [(String, String)] = [
             ("symbol", draft.symbol), ("side", draft.side), ("type", draft.type), ("time_in_force", draft.timeInForce),
             ("qty", draft.qty), ("notional", draft.notional), ("limit_price", draft.limitPrice),
         ]
         for (name, value) in fields {
-            if UntrustedText.containsControlCharacter(value) { throw OrderValidationError(field: name, problem: .controlCharacter) }
-            if value.utf8.count > maximumFieldLength { throw OrderValidationError(field: name, problem: .tooLong) }
+            if UntrustedText.containsControlCharacter(value) { throw FieldValidationError(field: name, problem: .controlCharacter) }
+            if value.utf8.count > maximumFieldLength { throw FieldValidationError(field: name, problem: .tooLong) }
         }
 
         let symbol = try validateSymbol(draft.symbol)
@@ -131,8 +96,8 @@ public enum OrderRequestValidation {
 
         let amount: AlpacaOrderAmount
         switch (draft.qty.isEmpty, draft.notional.isEmpty) {
-        case (false, false): throw OrderValidationError(field: "notional", problem: .conflictsWithOtherField)
-        case (true, true): throw OrderValidationError(field: "qty", problem: .missing)
+        case (false, false): throw FieldValidationError(field: "notional", problem: .conflictsWithOtherField)
+        case (true, true): throw FieldValidationError(field: "qty", problem: .missing)
         case (false, true): amount = .quantity(try validateDecimal(draft.qty, field: "qty"))
         case (true, false): amount = .notional(try validateDecimal(draft.notional, field: "notional"))
         }
@@ -140,10 +105,10 @@ public enum OrderRequestValidation {
         let limitPrice: String?
         switch type {
         case .limit:
-            guard !draft.limitPrice.isEmpty else { throw OrderValidationError(field: "limit_price", problem: .missing) }
+            guard !draft.limitPrice.isEmpty else { throw FieldValidationError(field: "limit_price", problem: .missing) }
             limitPrice = try validateDecimal(draft.limitPrice, field: "limit_price")
         case .market:
-            guard draft.limitPrice.isEmpty else { throw OrderValidationError(field: "limit_price", problem: .notAllowed) }
+            guard draft.limitPrice.isEmpty else { throw FieldValidationError(field: "limit_price", problem: .notAllowed) }
             limitPrice = nil
         }
 
@@ -155,8 +120,8 @@ public enum OrderRequestValidation {
         case .quantity: nil
         }
         if let field = needsMarketDay {
-            if type != .market { throw OrderValidationError(field: field, problem: .requiresMarketDayOrder) }
-            if timeInForce != .day { throw OrderValidationError(field: "time_in_force", problem: .requiresMarketDayOrder) }
+            if type != .market { throw FieldValidationError(field: field, problem: .requiresMarketDayOrder) }
+            if timeInForce != .day { throw FieldValidationError(field: "time_in_force", problem: .requiresMarketDayOrder) }
         }
 
         return ValidatedAlpacaOrder(
@@ -167,42 +132,42 @@ public enum OrderRequestValidation {
 
     /// `A`–`Z` and `.`, starting with a letter, no empty segment (`BRK..B`, `BRK.`), 1–10 characters.
     /// Lower case is refused rather than upper-cased: the client shows what it sent.
-    static func validateSymbol(_ symbol: String) throws(OrderValidationError) -> String {
-        guard !symbol.isEmpty else { throw OrderValidationError(field: "symbol", problem: .missing) }
-        guard symbol.utf8.count <= maximumSymbolLength else { throw OrderValidationError(field: "symbol", problem: .tooLong) }
+    static func validateSymbol(_ symbol: String) throws(FieldValidationError) -> String {
+        guard !symbol.isEmpty else { throw FieldValidationError(field: "symbol", problem: .missing) }
+        guard symbol.utf8.count <= maximumSymbolLength else { throw FieldValidationError(field: "symbol", problem: .tooLong) }
         let bytes = Array(symbol.utf8)
         let isLetter = { (byte: UInt8) in byte >= 0x41 && byte <= 0x5A }
         guard let first = bytes.first, let last = bytes.last, isLetter(first), isLetter(last),
             bytes.allSatisfy({ isLetter($0) || $0 == 0x2E }),
             !symbol.contains("..")
-        else { throw OrderValidationError(field: "symbol", problem: .invalidFormat) }
+        else { throw FieldValidationError(field: "symbol", problem: .invalidFormat) }
         return symbol
     }
 
-    static func enumValue<Value: RawRepresentable>(_ text: String, field: String) throws(OrderValidationError) -> Value where Value.RawValue == String {
-        guard !text.isEmpty else { throw OrderValidationError(field: field, problem: .missing) }
-        guard let value = Value(rawValue: text) else { throw OrderValidationError(field: field, problem: .unsupportedValue) }
+    static func enumValue<Value: RawRepresentable>(_ text: String, field: String) throws(FieldValidationError) -> Value where Value.RawValue == String {
+        guard !text.isEmpty else { throw FieldValidationError(field: field, problem: .missing) }
+        guard let value = Value(rawValue: text) else { throw FieldValidationError(field: field, problem: .unsupportedValue) }
         return value
     }
 
     /// A positive decimal in plain notation: digits, optionally `.` and digits. No sign, exponent,
     /// grouping, spaces, leading `.` or trailing `.`, and no leading zero before another digit
     /// (`007`), so the string Alpaca receives is exactly the one the user meant and sees echoed.
-    static func validateDecimal(_ text: String, field: String) throws(OrderValidationError) -> String {
-        guard !text.isEmpty else { throw OrderValidationError(field: field, problem: .missing) }
+    static func validateDecimal(_ text: String, field: String) throws(FieldValidationError) -> String {
+        guard !text.isEmpty else { throw FieldValidationError(field: field, problem: .missing) }
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count <= 2 else { throw OrderValidationError(field: field, problem: .invalidFormat) }
+        guard parts.count <= 2 else { throw FieldValidationError(field: field, problem: .invalidFormat) }
         let integer = parts[0]
         let fraction = parts.count == 2 ? parts[1] : ""
         let isDigits = { (part: Substring) in part.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }
         guard !integer.isEmpty, isDigits(integer), isDigits(fraction), parts.count == 1 || !fraction.isEmpty,
             integer.count == 1 || integer.first != "0"
-        else { throw OrderValidationError(field: field, problem: .invalidFormat) }
+        else { throw FieldValidationError(field: field, problem: .invalidFormat) }
         guard integer.count <= maximumIntegerDigits, fraction.count <= maximumFractionDigits else {
-            throw OrderValidationError(field: field, problem: .tooManyDigits)
+            throw FieldValidationError(field: field, problem: .tooManyDigits)
         }
         guard (integer + fraction).contains(where: { $0 != "0" }) else {
-            throw OrderValidationError(field: field, problem: .notPositive)
+            throw FieldValidationError(field: field, problem: .notPositive)
         }
         return text
     }
