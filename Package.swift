@@ -241,7 +241,7 @@ let package = Package(
         .executableTarget(
             name: "clau-fuzz",
             dependencies: [
-                "CClauFuzz", "RPC", "RateLimiting", "AccessTokens", "EdgeProxy",
+                "CClauFuzz", "RPC", "RateLimiting", "AccessTokens", "EdgeProxy", "BrokerService",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
