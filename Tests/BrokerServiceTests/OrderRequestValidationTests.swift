@@ -127,6 +127,16 @@ struct OrderRequestValidationTests {
         #expect(error.details == ["field": "limit_price"])
     }
 
+    @Test func aResubmissionKeepsItsClientOrderIDAndForeignIDsAreRefused() throws {
+        let first = try OrderRequestValidation.validate(draft(qty: "1"))
+        #expect(try OrderRequestValidation.validate(draft(qty: "1"), clientOrderID: first.clientOrderID).clientOrderID == first.clientOrderID)
+        for bad in ["", "a b", "id\u{0}", "x/y", String(repeating: "a", count: 49)] {
+            #expect(throws: FieldValidationError(field: "client_order_id", problem: .invalidFormat)) {
+                try OrderRequestValidation.validate(draft(qty: "1"), clientOrderID: bad)
+            }
+        }
+    }
+
     @Test func clientOrderIDsAreRandomURLSafeAndWithinAlpacasLimit() throws {
         var seen = Set<String>()
         for _ in 0..<1000 {

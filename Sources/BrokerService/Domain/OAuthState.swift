@@ -25,15 +25,8 @@ public struct OAuthState: Sendable {
     /// The stored form of a state value. Nil for anything that cannot be a state this type issued
     /// (wrong length, a character outside base64url), so malformed input never reaches a lookup.
     public static func hash(of presented: String) -> [UInt8]? {
-        guard presented.utf8.count == encodedLength, presented.utf8.allSatisfy(isBase64URLCharacter) else { return nil }
+        guard presented.utf8.count == encodedLength, presented.utf8.allSatisfy(Base64URL.isAlphabetByte) else { return nil }
         return Array(SHA256.hash(data: Array(presented.utf8)))
-    }
-
-    private static func isBase64URLCharacter(_ byte: UInt8) -> Bool {
-        switch byte {
-        case 0x41...0x5A, 0x61...0x7A, 0x30...0x39, 0x2D, 0x5F: true
-        default: false
-        }
     }
 
     public var hash: [UInt8] {

@@ -77,8 +77,13 @@ public enum OrderRequestValidation {
         try validate(draft, clientOrderID: makeClientOrderID())
     }
 
-    /// With a given `clientOrderID`, for tests and for resubmitting an order after a timeout.
-    static func validate(_ draft: AlpacaOrderDraft, clientOrderID: String) throws(FieldValidationError) -> ValidatedAlpacaOrder {
+    /// With a given `clientOrderID`: a resubmission after a timeout must reuse the first attempt's
+    /// id, so that Alpaca recognises it instead of placing the order twice.
+    public static func validate(_ draft: AlpacaOrderDraft, clientOrderID: String) throws(FieldValidationError) -> ValidatedAlpacaOrder {
+        // Only ids of the shape this type generates: it goes into Alpaca's request body as-is.
+        guard !clientOrderID.isEmpty, clientOrderID.utf8.count <= maximumClientOrderIDLength,
+            clientOrderID.utf8.allSatisfy({ Base64URL.isAlphabetByte($0) })
+        else { throw FieldValidationError(field: "client_order_id", problem: .invalidFormat) }
         // Control characters first, in every field, so no later message depends on them.
         let fields: [(String, String)] = [
             ("symbol", draft.symbol), ("side", draft.side), ("type", draft.type), ("time_in_force", draft.timeInForce),
@@ -189,6 +194,14 @@ public enum OrderRequestValidation {
 
 /// RFC 4648 §5 base64url without padding: safe in URLs, form bodies and Alpaca's order ids.
 enum Base64URL {
+    /// `A`–`Z`, `a`–`z`, `0`–`9`, `-`, `_`.
+    static func isAlphabetByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 0x41...0x5A, 0x61...0x7A, 0x30...0x39, 0x2D, 0x5F: true
+        default: false
+        }
+    }
+
     static func encode(_ bytes: some Sequence<UInt8>) -> String {
         Data(bytes).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-")
