@@ -103,6 +103,19 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // clau-broker's library: Alpaca and Stripe on users' behalf. So far its I/O-free domain core
+        // (webhook signatures, order validation, OAuth state, vault contexts, Alpaca error mapping);
+        // the process, its database and its HTTP clients come later.
+        .target(
+            name: "BrokerService",
+            dependencies: [
+                "RPC",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
         // Access-token verification shared by auth (signs) and the edge (verifies with public
         // keys only): one allowlist, one set of claim checks (C-2 / R-1).
         .target(
@@ -252,7 +265,7 @@ let package = Package(
         .executableTarget(
             name: "clau-fuzz",
             dependencies: [
-                "CClauFuzz", "RPC", "RateLimiting", "AccessTokens", "EdgeProxy",
+                "CClauFuzz", "RPC", "RateLimiting", "AccessTokens", "EdgeProxy", "BrokerService",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -307,6 +320,15 @@ let package = Package(
         .testTarget(
             name: "VaultServiceTests",
             dependencies: ["VaultService", "RPC", "TestSupport"],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BrokerServiceTests",
+            dependencies: [
+                "BrokerService", "RPC",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),

@@ -1,4 +1,5 @@
 import AccessTokens
+import BrokerService
 import Crypto
 import EdgeProxy
 import Foundation
@@ -20,6 +21,7 @@ enum FuzzTargets {
         "jwks": jwks,
         "json-body": jsonBody,
         "forwarded-for": forwardedFor,
+        "stripe-signature": stripeSignature,
     ]
 
     /// What a service reads from a Unix-socket peer (SPEC §2): length-prefixed frames, cut into
@@ -133,6 +135,27 @@ enum FuzzTargets {
                 fuzzInvariant(client == peer, "a peer that is not an IP literal was rewritten")
             }
         }
+    }
+
+    /// What the broker reads from the public webhook route (SPEC §3), passed on by the edge: the
+    /// `Stripe-Signature` header (first line) and the raw body (the rest). A header that verifies
+    /// carries the body's real signature for its timestamp, and a header the verifier signs itself
+    /// always verifies.
+    @Sendable static func stripeSignature(_ bytes: UnsafeRawBufferPointer) {
+        let input = Array(bytes)
+        let lineEnd = input.firstIndex(of: 0x0A) ?? input.count
+        let header = String(decoding: input[..<lineEnd], as: UTF8.self)
+        let payload = Array(input[min(lineEnd + 1, input.count)...])
+        let verifier = StripeWebhookSignature(secret: "whsec_fuzz")
+        let now: Int64 = 1_800_000_000
+        if let timestamp = try? verifier.verify(payload: payload, header: header, now: now) {
+            let signed = verifier.header(payload: payload, timestamp: timestamp)
+            let signature = signed.components(separatedBy: ",v1=").last ?? signed
+            fuzzInvariant(header.contains("v1=" + signature), "a header without the body's signature verified")
+            fuzzInvariant(abs(timestamp - now) <= StripeWebhookSignature.defaultTolerance, "a stale timestamp verified")
+        }
+        let fresh = verifier.header(payload: payload, timestamp: now)
+        fuzzInvariant((try? verifier.verify(payload: payload, header: fresh, now: now)) == now, "a correctly signed body was refused")
     }
 }
 
