@@ -106,8 +106,8 @@ schemas = {
     "IDRequest": {"type": "object", "required": ["id"], "additionalProperties": False, "properties": {"id": s(minLength=1, maxLength=64)}},
     "NotificationPreferences": {"type": "object", "required": ["security_email", "order_push", "price_alert_push", "marketing_email"], "additionalProperties": False,
         "properties": {k: {"type": "boolean"} for k in ["security_email", "order_push", "price_alert_push", "marketing_email"]}},
-    "DeviceRequest": {"type": "object", "required": ["fcm_token", "platform"], "additionalProperties": False, "properties": {"fcm_token": s(minLength=1, maxLength=4096), "platform": {"enum": ["ios", "android"]}}},
-    "DeviceRemovalRequest": {"type": "object", "required": ["fcm_token"], "additionalProperties": False, "properties": {"fcm_token": s(minLength=1, maxLength=4096), "platform": {"enum": ["ios", "android"]}}},
+    "DeviceRequest": {"type": "object", "required": ["fcm_token", "platform"], "additionalProperties": False, "properties": {"fcm_token": s(minLength=1, maxLength=4096, pattern="^[!-~]+$", description="Printable ASCII without spaces"), "platform": {"enum": ["ios", "android"]}}},
+    "DeviceRemovalRequest": {"type": "object", "required": ["fcm_token"], "additionalProperties": False, "properties": {"fcm_token": s(minLength=1, maxLength=4096, pattern="^[!-~]+$", description="Printable ASCII without spaces"), "platform": {"enum": ["ios", "android"]}}},
     "Device": {"type": "object", "required": ["device_id"], "properties": {"device_id": s()}},
     "Unlocked": {"type": "object", "required": ["was_locked"], "properties": {"was_locked": {"type": "boolean"}}},
     "BlockIPRequest": {"type": "object", "required": ["ip", "duration_seconds"], "additionalProperties": False, "properties": {

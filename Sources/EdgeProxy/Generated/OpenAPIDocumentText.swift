@@ -180,9 +180,10 @@ let openAPIDocumentText = ##"""
     "additionalProperties": false,
     "properties": {
      "fcm_token": {
+      "description": "Printable ASCII without spaces",
       "maxLength": 4096,
       "minLength": 1,
-      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+      "pattern": "^[!-~]+$",
       "type": "string"
      },
      "platform": {
@@ -201,9 +202,10 @@ let openAPIDocumentText = ##"""
     "additionalProperties": false,
     "properties": {
      "fcm_token": {
+      "description": "Printable ASCII without spaces",
       "maxLength": 4096,
       "minLength": 1,
-      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+      "pattern": "^[!-~]+$",
       "type": "string"
      },
      "platform": {
