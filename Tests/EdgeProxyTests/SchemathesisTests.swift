@@ -23,7 +23,7 @@ struct SchemathesisTests {
 
             // CI: 50 examples per operation (about 2,400 cases), fixed seed, deterministic
             // generation. By hand: CLAU_SCHEMATHESIS_EXAMPLES=400 CLAU_SCHEMATHESIS_SEED=random
-            // (about 20,000 cases, a new seed each run; the seed is printed for replay).
+            // (about 14,000 cases, a new seed each run; the seed is printed for replay).
             let environment = ProcessInfo.processInfo.environment
             let examples = environment["CLAU_SCHEMATHESIS_EXAMPLES"].flatMap(Int.init) ?? 50
             let seed = switch environment["CLAU_SCHEMATHESIS_SEED"] {
@@ -47,7 +47,7 @@ struct SchemathesisTests {
             #expect(output.hasPrefix("EXIT=0"), "\(output.suffix(6000))")
             // Enough cases that the run means something (the issue asks for at least 2,000).
             let generated = output.firstMatch(of: /(\d+) generated/).flatMap { Int($0.1) } ?? 0
-            #expect(generated >= examples * 40, "only \(generated) cases generated: \(output.suffix(2000))")
+            #expect(generated >= 2000, "only \(generated) cases generated: \(output.suffix(2000))")
             #expect(!output.contains("Server error"), "\(output.suffix(6000))")
         }
     }
