@@ -38,6 +38,13 @@ final class CoalescingFrameWriter: Sendable {
         try? await channel.eventLoop.submit { self.drain() }.get()
     }
 
+    /// Hands every queued frame to the channel at once; only on the channel's loop, before this
+    /// side closes the connection (a drain queued behind the close would find it closed).
+    func drainOnLoop() {
+        channel.eventLoop.preconditionInEventLoop()
+        drain()
+    }
+
     private func drain() {
         let frames = pending.withLock { pending in
             var taken: [ByteBuffer] = []

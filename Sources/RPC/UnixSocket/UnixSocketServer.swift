@@ -395,7 +395,11 @@ private final class CallReader: ChannelInboundHandler, Sendable {
     /// awaited; the next idle period decides again).
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            if connection.calls.count == 0, connection.fail(RPCConnectionClosed.idle) { context.close(promise: nil) }
+            if connection.calls.count == 0, connection.fail(RPCConnectionClosed.idle) {
+                // The last call may have queued its reply just before it left the registry.
+                connection.replies.drainOnLoop()
+                context.close(promise: nil)
+            }
             return
         }
         context.fireUserInboundEventTriggered(event)
