@@ -167,11 +167,14 @@ struct ProviderHTTPTests {
     }
 
     @Test func aRefusedConnectionIsRetriedThenUnavailable() async throws {
-        // Port 1 on loopback: nothing listens, the connection is refused at once.
-        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: ProviderHTTPPolicy().httpClientConfiguration)
+        // Port 1 on loopback: nothing listens, the connection is refused. AsyncHTTPClient keeps
+        // trying to connect until the connect timeout, so each attempt lasts that long: 200 ms here.
+        var policy = ProviderHTTPPolicy.fastTest
+        policy.connectTimeout = .milliseconds(200)
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: policy.httpClientConfiguration)
         let stripe = try StripeClient(
             configuration: StripeConfiguration(apiBaseURL: "http://127.0.0.1:1", secretKey: ProviderTestCredentials.stripeSecretKey),
-            http: ProviderHTTP(name: "stripe", client: client, policy: .fastTest)
+            http: ProviderHTTP(name: "stripe", client: client, policy: policy)
         )
         let error = await rpcError { try await stripe.subscription(id: "sub_123", logger: logger) }
         #expect(error == RPCError(code: .unavailable, message: "stripe_unavailable"))

@@ -75,8 +75,10 @@ public final class ProviderHTTP: Sendable {
         let exponent = min(max(attempt - 1, 0), 30)
         let ceiling = min(maximum.secondsDouble, base.secondsDouble * Double(1 << exponent))
         guard ceiling > 0 else { return .zero }
-        let seconds = Double.random(in: 0...ceiling, using: &generator)
-        return .nanoseconds(Int64(seconds * 1e9))
+        // One draw, 53 random bits → [0, 1): no rejection loop, so any generator (a fixed one in
+        // tests) gives an answer.
+        let unit = Double(generator.next() >> 11) * 0x1.0p-53
+        return .nanoseconds(Int64(unit * ceiling * 1e9))
     }
 
     /// Sends `request`, retrying as the policy allows. Returns the last response whatever its status
