@@ -142,7 +142,11 @@ public struct EdgeCall: Sendable {
         do {
             return try await broker.call(method, message, options: callOptions)
         } catch let error as RPCError {
+            if EdgeMetrics.isFailure(error) { app.metrics.brokerRPCFailed(method) }
             throw error.brokerEdgeError(fieldNames: fieldNames)
+        } catch {
+            app.metrics.brokerRPCFailed(method)
+            throw error
         }
     }
 

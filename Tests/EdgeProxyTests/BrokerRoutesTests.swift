@@ -554,6 +554,11 @@ struct BrokerRoutesTests {
                     break
                 }
             }
+            // C-17: broker calls without a usable answer are counted by method, apart from auth's.
+            let metrics = edge.edge.state.metrics.render()
+            #expect(metrics.contains(#"clau_edge_broker_rpc_failures_total{method="ListBankBalances"} 1"#))
+            #expect(metrics.contains(#"clau_edge_broker_rpc_failures_total{method="DisconnectAlpaca"} 1"#))
+            #expect(!metrics.contains(#"clau_edge_broker_rpc_failures_total{method="GetAlpacaAccount"}"#), "a 409 is an answer, not a failure")
         }
         #expect(try await documented.validate() == "OK")
     }
