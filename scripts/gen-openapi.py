@@ -77,7 +77,7 @@ r("post", "/v1/admin/users/{userId}/unlock", "admin", None, "200", "Unlocked", "
 r("post", "/v1/admin/ip-blocks", "admin", "BlockIPRequest", "204", None, "Block an IP (every edge refuses it)", ["400", "401", "403", "415", "422", "503"])
 r("delete", "/v1/admin/ip-blocks/{ip}", "admin", None, "204", None, "Unblock an IP", ["401", "403", "404", "503"])
 r("post", "/v1/admin/keys/fernet/rotate", "admin", None, "200", "FernetRewrap", "Re-wrap stored tokens under the vault's current Fernet key (R-11)", [],
-  description="Add the new key to the vault first (clauctl vault rotate). Calls the broker's RewrapAll batch after batch for up to 30 s: 200 when done, 202 with what remains (call again; resumable).",
+  description="Add the new key to the vault first (clauctl vault rotate). Calls the broker's RewrapAll batch after batch for about 20 s: 200 when done, 202 with what remains (call again; resumable).",
   extra_success={"202": ("FernetRewrap", "Not done within the time budget: call again")})
 r("post", "/v1/admin/keys/jwt/rotate", "admin", None, "200", "RotatedKey", "Rotate JWT signing keys", ["401", "403", "503"])
 r("get", "/v1/admin/audit-log", "admin", None, "200", "AuditEvents", "Read the audit log (?after_id, ?limit 1-500)", ["401", "403", "503"])

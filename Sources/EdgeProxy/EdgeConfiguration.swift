@@ -39,8 +39,9 @@ public struct EdgeConfiguration: Sendable {
     /// `not_configured`.
     public var brokerSocketPath: String?
     /// How long the Fernet-rotation route keeps calling the broker's `RewrapAll` (one batch per
-    /// call) before it answers 202 with what remains.
-    public var fernetRewrapBudget: Duration = .seconds(30)
+    /// call) before it answers 202 with what remains. With the last batch's RPC deadline on top it
+    /// stays under nginx's 30 s `proxy_read_timeout` (deploy/nginx/clau.conf).
+    public var fernetRewrapBudget: Duration = .seconds(20)
     /// The Stripe webhook's raw body limit (Stripe's events are a few KiB): 413 beyond it.
     public var maximumWebhookBodyBytes = 64 * 1024
     /// Where redirects point, e.g. `https://api.clau.example` (never taken from `Host`: no open redirect).

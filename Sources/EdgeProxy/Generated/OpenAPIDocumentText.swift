@@ -1801,7 +1801,7 @@ let openAPIDocumentText = ##"""
   },
   "/v1/admin/keys/fernet/rotate": {
    "post": {
-    "description": "Add the new key to the vault first (clauctl vault rotate). Calls the broker's RewrapAll batch after batch for up to 30 s: 200 when done, 202 with what remains (call again; resumable).",
+    "description": "Add the new key to the vault first (clauctl vault rotate). Calls the broker's RewrapAll batch after batch for about 20 s: 200 when done, 202 with what remains (call again; resumable).",
     "operationId": "post_v1_admin_keys_fernet_rotate",
     "responses": {
      "200": {
