@@ -11,11 +11,15 @@ ERR = lambda d: resp("Error", d)
 
 # (method, path, auth, request schema or None, success status, success schema or None, summary, extra error statuses)
 R = []
-def r(method, path, auth, req, status, out, summary, errors=()):
-    R.append((method, path, auth, req, status, out, summary, list(errors)))
+# errors: a status code (generic description) or (status, description).
+def r(method, path, auth, req, status, out, summary, errors=(), description=None, query=(), headers=(), extra_success=None):
+    R.append((method, path, auth, req, status, out, summary, list(errors), dict(description=description, query=list(query), headers=list(headers), extra_success=extra_success or {})))
+
+BROKER_PATHS = ("/v1/alpaca/", "/v1/stripe/", "/v1/admin/keys/fernet/")
+BROKER_ERRORS = {"403": "The broker refused the call", "503": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)", "504": "The broker did not answer in time"}
 
 r("get", "/healthz", "public", None, "200", "Status", "Process is up")
-r("get", "/readyz", "public", None, "200", "Ready", "Auth is reachable", ["503"])
+r("get", "/readyz", "public", None, "200", "Ready", "Auth is reachable and the broker (when configured) is connected", [("503", "Auth unreachable or a configured broker not connected (the message names which)")])
 r("get", "/openapi.json", "public", None, "200", "Object", "This document", ["503"])
 r("get", "/.well-known/jwks.json", "public", None, "200", "JWKS", "Public keys that verify access tokens", ["503"])
 r("post", "/v1/auth/register", "public", "RegisterRequest", "202", "Accepted", "Create an account (same answer for existing e-mails)", ["400", "413", "415", "422", "429", "503"])
@@ -23,7 +27,10 @@ r("post", "/v1/auth/login", "public", "LoginRequest", "200", "TokenPair", "Log i
 r("post", "/v1/auth/refresh", "public", "RefreshRequest", "200", "TokenPair", "Rotate a refresh token", ["400", "401", "415", "422", "429", "503"])
 r("post", "/v1/auth/password/forgot", "public", "ForgotPasswordRequest", "202", "Accepted", "E-mail a reset code", ["400", "415", "422", "429", "503"])
 r("post", "/v1/auth/password/reset", "public", "ResetPasswordRequest", "204", None, "Reset the password with a code", ["400", "401", "403", "415", "422", "429", "503"])
-r("post", "/v1/stripe/webhook", "public", "Object", "204", None, "Stripe webhook (Stripe-Signature checked)", ["400", "401", "503"])
+r("post", "/v1/stripe/webhook", "public", "StripeEvent", "200", "WebhookReceived", "Stripe webhook (raw body + Stripe-Signature, checked by the broker)",
+  [("400", "invalid_signature: the Stripe-Signature header is missing, invalid or stale"), ("413", "Body over 64 KiB"), "429", "503"],
+  description="The body is passed to the broker byte for byte with the Stripe-Signature header, never parsed at the edge. An event id already processed answers 200 again with no second effect.",
+  headers=[{"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"}}])
 r("post", "/v1/auth/logout", "user", None, "204", None, "Revoke this session (access token only)", ["401", "403", "503"])
 r("get", "/v1/me", "user", None, "200", "User", "The caller's account", ["401", "404", "503"])
 r("patch", "/v1/me", "user", "UpdateMeRequest", "200", "User", "Update the caller's profile (phone null removes it)", ["400", "401", "415", "422", "503"])
@@ -39,24 +46,39 @@ r("get", "/v1/me/notification-preferences", "user", None, "200", "NotificationPr
 r("put", "/v1/me/notification-preferences", "user", "NotificationPreferences", "200", "NotificationPreferences", "Replace notification preferences", ["400", "401", "415", "422", "503"])
 r("post", "/v1/me/devices", "user", "DeviceRequest", "201", "Device", "Register an FCM token", ["400", "401", "415", "422", "503"])
 r("delete", "/v1/me/devices", "user", "DeviceRemovalRequest", "204", None, "Remove an FCM token", ["400", "401", "404", "415", "422", "503"])
-r("get", "/v1/users/{userId}/subscription", "user", None, "200", "Object", "The user's subscription (owner only)", ["401", "404", "503"])
-r("get", "/v1/alpaca/oauth/authorize-url", "user", None, "200", "Object", "Alpaca OAuth URL", ["401", "503"])
-r("post", "/v1/alpaca/oauth/callback", "user", "Object", "204", None, "Complete Alpaca OAuth", ["400", "401", "415", "422", "503"])
-r("delete", "/v1/alpaca/connection", "user", None, "204", None, "Disconnect Alpaca", ["401", "503"])
-r("get", "/v1/alpaca/account", "user", None, "200", "Object", "Alpaca account", ["401", "503"])
-r("get", "/v1/alpaca/positions", "user", None, "200", "Object", "Alpaca positions", ["401", "503"])
-r("get", "/v1/alpaca/orders", "user", None, "200", "Object", "Alpaca orders", ["401", "503"])
-r("post", "/v1/alpaca/orders", "user", "Object", "201", "Object", "Place an order", ["400", "401", "415", "422", "503"])
-r("delete", "/v1/alpaca/orders/{orderId}", "user", None, "204", None, "Cancel an order", ["401", "404", "503"])
-r("post", "/v1/stripe/financial-connections/sessions", "user", "Object", "201", "Object", "Start Financial Connections", ["400", "401", "503"])
-r("post", "/v1/stripe/financial-connections/accounts", "user", "Object", "201", "Object", "Link accounts", ["400", "401", "503"])
-r("get", "/v1/stripe/balances", "user", None, "200", "Object", "Bank balances", ["401", "503"])
-r("post", "/v1/stripe/subscription/checkout", "user", "Object", "201", "Object", "Subscription checkout", ["400", "401", "503"])
+# Broker routes (clau-broker over broker.sock). Every one may also answer 403 (the broker refused),
+# 503 (no broker configured, broker or Alpaca/Stripe unreachable; Retry-After) and 504 (the broker
+# did not answer in time): see BROKER_ERRORS below.
+ALPACA_OAUTH_NOTE = (" Alpaca documents no revoke endpoint and no token expiry: disconnecting deletes the stored token only"
+                     " (revoke the app at Alpaca to end its access there), and a 401 from Alpaca marks the connection lost"
+                     " (409 alpaca_connection_lost; reconnect through the OAuth routes).")
+NOT_CONNECTED = ("409", "No Alpaca connection (alpaca_not_connected), or Alpaca refused the stored token (alpaca_connection_lost: reconnect)")
+r("get", "/v1/users/{userId}/subscription", "user", None, "200", "Subscription", "The user's subscription (owner only: another user's id is 404, C-7)", ["404"])
+r("get", "/v1/alpaca/oauth/authorize-url", "user", None, "200", "AlpacaAuthorizeURL", "Alpaca OAuth authorize URL (single-use state, 10 min)", [],
+  description="Send the user to `url`; Alpaca redirects back with `code` and `state` for the callback route." + ALPACA_OAUTH_NOTE)
+r("post", "/v1/alpaca/oauth/callback", "user", "AlpacaCallbackRequest", "200", "AlpacaConnected", "Complete Alpaca OAuth",
+  [("400", "invalid_state (the state is unknown, expired, used or another user's), invalid_grant (Alpaca refused the code) or malformed JSON"), "413", "415", "422"],
+  description="Exchanges the code once the state checks out, and stores the token encrypted." + ALPACA_OAUTH_NOTE)
+r("delete", "/v1/alpaca/connection", "user", None, "204", None, "Disconnect Alpaca (deletes the stored token)", [],
+  description="Deletes the stored token; nothing is revoked at Alpaca." + ALPACA_OAUTH_NOTE)
+r("get", "/v1/alpaca/account", "user", None, "200", "AlpacaAccount", "Alpaca account", [NOT_CONNECTED])
+r("get", "/v1/alpaca/positions", "user", None, "200", "AlpacaPositions", "Alpaca positions", [NOT_CONNECTED])
+r("get", "/v1/alpaca/orders", "user", None, "200", "AlpacaOrders", "Alpaca orders (?status=open|closed|all, ?limit=1-500)", [NOT_CONNECTED, ("422", "Invalid query parameter (fields named)")],
+  query=[{"name": "status", "in": "query", "required": False, "schema": {"enum": ["open", "closed", "all"], "default": "open"}},
+         {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 500}}])
+r("post", "/v1/alpaca/orders", "user", "PlaceOrderRequest", "201", "AlpacaOrder", "Place an order", ["400", NOT_CONNECTED, "413", "415", ("422", "Validation failed: fields named (e.g. qty and notional both given, limit_price on a market order)")])
+r("delete", "/v1/alpaca/orders/{orderId}", "user", None, "204", None, "Cancel an order", [("404", "No such order in the caller's account"), NOT_CONNECTED, ("422", "Alpaca cannot cancel the order any more")])
+r("post", "/v1/stripe/financial-connections/sessions", "user", "EmptyRequest", "201", "FinancialConnectionsSession", "Start Financial Connections (balances); body optional", ["400", "413", "415", "422"])
+r("post", "/v1/stripe/financial-connections/accounts", "user", "LinkAccountsRequest", "200", "LinkedAccounts", "Link the accounts of a finished session", ["400", ("404", "No such session of the caller's"), "413", "415", "422"])
+r("get", "/v1/stripe/balances", "user", None, "200", "BankBalances", "Bank balances of the linked accounts")
+r("post", "/v1/stripe/subscription/checkout", "user", "CheckoutRequest", "201", "Checkout", "Subscription checkout (body optional)", ["400", "413", "415", "422"])
 r("post", "/v1/admin/users/{userId}/sessions/revoke", "admin", "RevokeSessionsRequest", "200", "RevokedSessions", "Revoke every session of a user", ["400", "401", "403", "404", "415", "422", "503"])
 r("post", "/v1/admin/users/{userId}/unlock", "admin", None, "200", "Unlocked", "Unlock a user", ["401", "403", "404", "503"])
 r("post", "/v1/admin/ip-blocks", "admin", "BlockIPRequest", "204", None, "Block an IP (every edge refuses it)", ["400", "401", "403", "415", "422", "503"])
 r("delete", "/v1/admin/ip-blocks/{ip}", "admin", None, "204", None, "Unblock an IP", ["401", "403", "404", "503"])
-r("post", "/v1/admin/keys/fernet/rotate", "admin", None, "204", None, "Rotate the Fernet key and re-wrap tokens", ["401", "403", "503"])
+r("post", "/v1/admin/keys/fernet/rotate", "admin", None, "200", "FernetRewrap", "Re-wrap stored tokens under the vault's current Fernet key (R-11)", [],
+  description="Add the new key to the vault first (clauctl vault rotate). Calls the broker's RewrapAll batch after batch for about 20 s: 200 when done, 202 with what remains (call again; resumable).",
+  extra_success={"202": ("FernetRewrap", "Not done within the time budget: call again")})
 r("post", "/v1/admin/keys/jwt/rotate", "admin", None, "200", "RotatedKey", "Rotate JWT signing keys", ["401", "403", "503"])
 r("get", "/v1/admin/audit-log", "admin", None, "200", "AuditEvents", "Read the audit log (?after_id, ?limit 1-500)", ["401", "403", "503"])
 
@@ -76,7 +98,8 @@ schemas = {
     "Object": {"type": "object"},
     "Status": {"type": "object", "required": ["status"], "properties": {"status": s()}},
     "Accepted": {"type": "object", "required": ["status"], "properties": {"status": {"const": "accepted"}}},
-    "Ready": {"type": "object", "required": ["status"], "properties": {"status": s(), "checks": {"type": "object", "additionalProperties": s()}}},
+    "Ready": {"type": "object", "required": ["status", "checks"], "properties": {"status": {"const": "ready"}, "checks": {"type": "object", "required": ["auth", "broker"], "properties": {
+        "auth": {"const": "ok"}, "broker": {"enum": ["ok", "not_configured"], "description": "not_configured: started without a broker socket (its routes answer 503)"}}}}},
     "JWKS": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
     "RegisterRequest": {"type": "object", "required": ["email", "password", "full_name"], "additionalProperties": False, "properties": {
         "email": s(format="email", maxLength=254), "password": NEW_PASSWORD, "full_name": s(minLength=1, maxLength=200),
@@ -122,13 +145,62 @@ schemas = {
         "created_at": s(format="date-time")}},
 }
 
+TIME = {"type": ["string", "null"], "format": "date-time"}
+DECIMAL = s(pattern="^[0-9]+(\\.[0-9]+)?$", maxLength=32, description="A decimal string, as Alpaca writes it")
+NULLABLE_DECIMAL = {"type": ["string", "null"], "description": "A decimal string; null when unset"}
+schemas.update({
+    "AlpacaAuthorizeURL": {"type": "object", "required": ["url", "expires_at"], "properties": {"url": s(format="uri"), "expires_at": TIME}},
+    "AlpacaCallbackRequest": {"type": "object", "required": ["code", "state"], "additionalProperties": False, "properties": {
+        "code": s(minLength=1, maxLength=512), "state": s(minLength=1, maxLength=128)}},
+    "AlpacaConnected": {"type": "object", "required": ["status", "scope"], "properties": {"status": {"const": "connected"}, "scope": s(description="Space-separated, as Alpaca granted")}},
+    "AlpacaAccount": {"type": "object", "required": ["id", "status", "currency", "cash", "buying_power", "equity", "portfolio_value"],
+        "properties": {"id": s(), "status": s(), "currency": s(), "cash": s(), "buying_power": s(), "equity": s(), "portfolio_value": s()}},
+    "AlpacaPositions": {"type": "object", "required": ["positions"], "properties": {"positions": {"type": "array", "items": {"type": "object",
+        "required": ["symbol", "qty", "side", "market_value", "avg_entry_price", "unrealized_pl"], "properties": {
+            "symbol": s(), "qty": s(), "side": {"enum": ["long", "short"]}, "market_value": s(), "avg_entry_price": s(), "unrealized_pl": s()}}}}},
+    "AlpacaOrder": {"type": "object", "required": ["id", "client_order_id", "symbol", "side", "type", "time_in_force", "qty", "notional", "limit_price",
+        "status", "filled_qty", "submitted_at"], "properties": {"id": s(), "client_order_id": s(), "symbol": s(), "side": s(), "type": s(),
+        "time_in_force": s(), "qty": NULLABLE_DECIMAL, "notional": NULLABLE_DECIMAL, "limit_price": NULLABLE_DECIMAL, "status": s(),
+        "filled_qty": NULLABLE_DECIMAL, "submitted_at": {"type": ["string", "null"], "description": "RFC 3339, as Alpaca sends it"}}},
+    "AlpacaOrders": {"type": "object", "required": ["orders"], "properties": {"orders": {"type": "array", "items": ref("AlpacaOrder")}}},
+    "PlaceOrderRequest": {"type": "object", "required": ["symbol", "side", "type", "time_in_force"], "additionalProperties": False,
+        "description": "Exactly one of qty and notional; limit_price for limit orders only; notional and fractional orders must be market + day.",
+        "properties": {"symbol": s(minLength=1, maxLength=32), "side": {"enum": ["buy", "sell"]}, "type": {"enum": ["market", "limit"]},
+        "time_in_force": {"enum": ["day", "gtc", "opg", "cls", "ioc", "fok"]}, "qty": DECIMAL, "notional": DECIMAL, "limit_price": DECIMAL}},
+    "EmptyRequest": {"type": "object", "additionalProperties": False, "properties": {}},
+    "FinancialConnectionsSession": {"type": "object", "required": ["session_id", "client_secret"], "properties": {
+        "session_id": s(), "client_secret": s(description="For the mobile SDK only")}},
+    "LinkAccountsRequest": {"type": "object", "required": ["session_id"], "additionalProperties": False, "properties": {"session_id": s(minLength=1, maxLength=128)}},
+    "LinkedAccounts": {"type": "object", "required": ["accounts"], "properties": {"accounts": {"type": "array", "items": {"type": "object",
+        "required": ["id", "institution_name", "last4", "category"], "properties": {"id": s(), "institution_name": s(), "last4": s(), "category": s()}}}}},
+    "BankBalances": {"type": "object", "required": ["accounts"], "properties": {"accounts": {"type": "array", "items": {"type": "object",
+        "required": ["id", "institution_name", "last4", "balance", "refresh_status"], "properties": {"id": s(), "institution_name": s(), "last4": s(),
+        "balance": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["current", "as_of"], "properties": {
+            "current": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "Currency code to amount in minor units"}, "as_of": TIME}}]},
+        "refresh_status": {"enum": [None, "pending", "succeeded", "failed"]}}}}}},
+    "CheckoutRequest": {"type": "object", "additionalProperties": False, "properties": {"price_id": s(minLength=1, maxLength=128, description="Absent: the default price")}},
+    "Checkout": {"type": "object", "required": ["checkout_url", "session_id"], "properties": {"checkout_url": s(format="uri"), "session_id": s()}},
+    "Subscription": {"type": "object", "required": ["status"], "properties": {
+        "status": {"enum": ["none", "incomplete", "trialing", "active", "past_due", "canceled", "unpaid"]}, "current_period_end": s(format="date-time")}},
+    "StripeEvent": {"type": "object", "description": "A Stripe event, exactly as Stripe sent it (the signature covers the raw bytes)"},
+    "WebhookReceived": {"type": "object", "required": ["received"], "properties": {"received": {"const": True}}},
+    "FernetRewrap": {"type": "object", "required": ["rewrapped", "failed", "remaining", "done", "current_key_id"], "properties": {
+        "rewrapped": {"type": "integer", "minimum": 0}, "failed": {"type": "integer", "minimum": 0, "description": "Ciphertexts no vault key opens"},
+        "remaining": {"type": "integer", "minimum": 0}, "done": {"type": "boolean"}, "current_key_id": s()}},
+})
+# Bodies a client may leave out altogether.
+OPTIONAL_BODIES = {"EmptyRequest", "CheckoutRequest"}
+
 paths = {}
-for method, path, auth, req, status, out, summary, errors in R:
+for method, path, auth, req, status, out, summary, errors, extra in R:
     op = {"summary": summary, "operationId": (method + path).replace("/", "_").replace("{", "").replace("}", "").replace(".", "_").replace("-", "_"),
           "tags": [auth]}
     params = [p[1:-1] for p in path.split("/") if p.startswith("{")]
-    if params:
-        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": s(maxLength=64)} for p in params]
+    parameters = [{"name": p, "in": "path", "required": True, "schema": s(maxLength=64)} for p in params] + extra["query"] + extra["headers"]
+    if parameters:
+        op["parameters"] = parameters
+    if extra["description"]:
+        op["description"] = extra["description"]
     if auth == "public":
         op["security"] = []
     elif auth == "user":
@@ -136,9 +208,15 @@ for method, path, auth, req, status, out, summary, errors in R:
     else:
         op["security"] = [{"bearer": [], "adminKey": []}]
     if req:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(req)}}}
+        op["requestBody"] = {"required": req not in OPTIONAL_BODIES, "content": {"application/json": {"schema": ref(req)}}}
     responses = {status: resp(out, "Success") if out else {"description": "Success"}}
-    codes = set(errors) | {"500"}
+    for extra_status, (extra_out, extra_desc) in extra["extra_success"].items():
+        responses[extra_status] = resp(extra_out, extra_desc)
+    described = {e[0]: e[1] for e in errors if isinstance(e, tuple)}
+    codes = {e[0] if isinstance(e, tuple) else e for e in errors} | {"500"}
+    if path.startswith(BROKER_PATHS) or path.endswith("/subscription"):
+        codes |= set(BROKER_ERRORS)
+        described = {**{c: d for c, d in BROKER_ERRORS.items() if c not in described}, **described}
     if path not in ("/healthz", "/readyz"):
         codes |= {"405", "431", "503"}
     if auth != "public":
@@ -146,7 +224,7 @@ for method, path, auth, req, status, out, summary, errors in R:
     if auth == "admin":
         codes |= {"403"}
     for code in sorted(codes):
-        responses[code] = ERR(DESCRIPTIONS[code])
+        responses[code] = ERR(described.get(code, DESCRIPTIONS[code]))
     op["responses"] = responses
     paths.setdefault(path, {})[method] = op
 

@@ -34,9 +34,16 @@ public struct EdgeConfiguration: Sendable {
     public var listener: Listener
     /// auth.sock (RPC, Unix socket).
     public var authSocketPath: String
-    /// broker.sock: accepted now so deployments can pass it; no route uses it until clau-broker
-    /// exists (its routes answer 503).
+    /// broker.sock (RPC, Unix socket). nil: no broker — the Alpaca, Stripe, subscription and
+    /// Fernet-rotation routes answer 503 `service_unavailable` and `/readyz` reports the broker as
+    /// `not_configured`.
     public var brokerSocketPath: String?
+    /// How long the Fernet-rotation route keeps calling the broker's `RewrapAll` (one batch per
+    /// call) before it answers 202 with what remains. With the last batch's RPC deadline on top it
+    /// stays under nginx's 30 s `proxy_read_timeout` (deploy/nginx/clau.conf).
+    public var fernetRewrapBudget: Duration = .seconds(20)
+    /// The Stripe webhook's raw body limit (Stripe's events are a few KiB): 413 beyond it.
+    public var maximumWebhookBodyBytes = 64 * 1024
     /// Where redirects point, e.g. `https://api.clau.example` (never taken from `Host`: no open redirect).
     public var publicBaseURL: String = "https://localhost"
     /// JWT `iss` / `aud` the access tokens must carry (C-2).

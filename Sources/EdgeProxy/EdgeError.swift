@@ -55,6 +55,8 @@ public struct EdgeError: Error, Sendable, EdgeErrorConvertible, CustomStringConv
         EdgeError(.unprocessableContent, code: "validation_failed", message: message, fields: fields)
     }
     static func malformedJSON() -> EdgeError { EdgeError(.badRequest, code: "malformed_json", message: "the request body is not valid JSON") }
+    /// A broker route on an edge started without `--broker-socket`.
+    static let brokerNotConfigured = EdgeError.serviceUnavailable("the broker is not available yet on this server (not configured)", retryAfter: 3600)
     static let internalError = EdgeError(.internalServerError, code: "internal_error", message: "internal error")
 }
 
@@ -135,7 +137,66 @@ extension RPCError: EdgeErrorConvertible {
         case "invalid_reset_code": "the reset code is wrong, expired or already used"
         case "too_many_attempts": "too many attempts from this address, retry later"
         case "rate_limited": "too many requests, retry later"
+        case "invalid_state": "the OAuth state is unknown, expired, already used or not yours; start the connection again"
+        case "invalid_signature": "the Stripe-Signature header is missing, invalid or stale"
+        case "invalid_grant": "Alpaca refused the authorization code; start the connection again"
+        case "alpaca_not_connected": "no Alpaca account is connected"
+        case "alpaca_connection_lost": "Alpaca refused the stored authorization; reconnect Alpaca"
         default: code.replacingOccurrences(of: "_", with: " ")
+        }
+    }
+}
+
+/// Broker RPC status → HTTP (SPEC §3). Unlike auth, the broker's machine words are part of the
+/// contract (`invalid_state`, `alpaca_not_connected`, …), and a broker failure is never a 500 unless
+/// the broker itself said INTERNAL: an unreachable, stuck or outdated broker is 503 + Retry-After,
+/// so clients retry instead of reporting a server bug.
+extension RPCError {
+    /// INVALID_ARGUMENT messages that are 400s of their own (SPEC §3): a reused, expired or foreign
+    /// OAuth state; a bad or stale Stripe signature; an OAuth code Alpaca refused.
+    static let brokerBadRequestCodes: Set<String> = ["invalid_state", "invalid_signature", "invalid_grant"]
+    /// CONFLICT messages passed on as the 409's code: no Alpaca connection, or Alpaca refused the
+    /// stored token (reconnect).
+    static let brokerConflictCodes: Set<String> = ["alpaca_not_connected", "alpaca_connection_lost"]
+
+    func brokerEdgeError(fieldNames: [String: String] = [:]) -> EdgeError {
+        switch code {
+        case .invalidArgument:
+            if Self.brokerBadRequestCodes.contains(message) {
+                return EdgeError(.badRequest, code: message, message: Self.humanMessage(forCode: message))
+            }
+            // FieldValidationError: message = problem, details["field"] = the body's field.
+            if let field = details["field"], Self.isSafeName(field) {
+                let problem = Self.isSafeName(message) ? message : "invalid"
+                return .validation([FieldProblem(name: fieldNames[field] ?? field, problem: problem)])
+            }
+            if Self.isSafeName(message) {
+                return EdgeError(.unprocessableContent, code: message, message: Self.humanMessage(forCode: message))
+            }
+            // A sentence (e.g. Alpaca's reason an order cannot be cancelled): the broker's messages are safe to show.
+            return EdgeError(.unprocessableContent, code: "validation_failed", message: String(message.prefix(200)))
+        case .conflict, .alreadyExists, .aborted, .failedPrecondition:
+            let code = Self.brokerConflictCodes.contains(message) || Self.isSafeName(message) ? message : "conflict"
+            return EdgeError(.conflict, code: code, message: Self.humanMessage(forCode: code))
+        case .notFound:
+            return .notFound()
+        case .resourceExhausted:
+            let code = Self.isSafeName(message) ? message : "rate_limited"
+            return EdgeError(.tooManyRequests, code: code, message: Self.humanMessage(forCode: code), headers: [(.retryAfter, "\(retryAfterSeconds ?? 1)")])
+        case .permissionDenied:
+            return .forbidden()
+        case .unauthenticated:
+            // The broker authenticates no user (the edge did); its refusing the call is a
+            // deployment fault, not the client's.
+            return .serviceUnavailable(retryAfter: retryAfterSeconds ?? 5)
+        case .deadlineExceeded:
+            return EdgeError(.gatewayTimeout, code: "upstream_timeout", message: "a required service did not answer in time")
+        case .internalError:
+            return .internalError
+        default:
+            // UNAVAILABLE (socket down, Alpaca or Stripe unreachable), CANCELLED, UNIMPLEMENTED (an
+            // older broker), UNKNOWN, DATA_LOSS: retry later.
+            return .serviceUnavailable(retryAfter: retryAfterSeconds ?? 1)
         }
     }
 }

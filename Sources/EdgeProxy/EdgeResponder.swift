@@ -23,6 +23,11 @@ public struct EdgeRequestContext: RequestContext {
 public final class EdgeApplicationState: Sendable {
     public let configuration: EdgeConfiguration
     let auth: RPCClient
+    /// nil when no broker socket is configured (its routes answer 503).
+    let broker: RPCClient?
+    /// The broker connection itself, for `/readyz` (a connection-level check: the broker has no
+    /// method that is both cheap and open to every edge caller without meaning something).
+    let brokerTransport: UnixSocketClient?
     let jwks: JWKSCache
     let verifier: EdgeTokenVerifier
     let routes: RouteTable
@@ -35,9 +40,11 @@ public final class EdgeApplicationState: Sendable {
     /// Prometheus counters (C-17), served only by the loopback metrics listener.
     let metrics = EdgeMetrics()
 
-    init(configuration: EdgeConfiguration, auth: RPCClient, logger: Logger, accessLogger: Logger) {
+    init(configuration: EdgeConfiguration, auth: RPCClient, broker: UnixSocketClient? = nil, logger: Logger, accessLogger: Logger) {
         self.configuration = configuration
         self.auth = auth
+        self.brokerTransport = broker
+        self.broker = broker.map { RPCClient(transport: $0) }
         self.jwks = JWKSCache(rpc: auth, issuer: configuration.issuer, audience: configuration.audience, leeway: configuration.tokenLeewaySeconds, timeout: configuration.rpcTimeout, minimumRefreshInterval: configuration.jwksRefreshMinimumInterval, logger: logger, metrics: metrics)
         self.verifier = EdgeTokenVerifier(cache: jwks, auth: auth, timeout: configuration.rpcTimeout, metrics: metrics)
         self.routes = .clau()
@@ -49,8 +56,8 @@ public final class EdgeApplicationState: Sendable {
     }
 
     /// Reads a request body within the size limit (413) and the read timeout (408).
-    func readBody(_ request: Request) async throws -> Data {
-        let limit = configuration.maximumBodyBytes
+    func readBody(_ request: Request, limit: Int? = nil) async throws -> Data {
+        let limit = limit ?? configuration.maximumBodyBytes
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
             throw EdgeError(.contentTooLarge, code: "payload_too_large", message: "the request body exceeds \(limit) bytes")
         }

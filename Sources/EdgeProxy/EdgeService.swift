@@ -20,14 +20,15 @@ public struct EdgePorts: Sendable, Equatable {
     public var metrics: Int?
 }
 
-/// Builds the edge: the auth RPC client, the JWKS warm-up, the API listener, (HTTPS mode) the
+/// Builds the edge: the auth (and, when configured, broker) RPC clients, the JWKS warm-up, the API listener, (HTTPS mode) the
 /// redirect listener and (when `metricsPort` is set) the loopback metrics listener, as one `Service`. `clau-edge` and the tests both call this.
 /// `dependencies` (e.g. the `RedisClient` behind a `RedisRateLimiter`) run before the listeners
 /// and stop after them.
 public func buildApplication(configuration: EdgeConfiguration, logger: Logger, accessLogger: Logger? = nil, dependencies: [any Service] = []) throws -> EdgeService {
     try configuration.validate()
     let client = UnixSocketClient(configuration: .init(path: configuration.authSocketPath), logger: logger)
-    let state = EdgeApplicationState(configuration: configuration, auth: RPCClient(transport: client), logger: logger, accessLogger: accessLogger ?? logger)
+    let brokerClient = configuration.brokerSocketPath.map { UnixSocketClient(configuration: .init(path: $0), logger: logger) }
+    let state = EdgeApplicationState(configuration: configuration, auth: RPCClient(transport: client), broker: brokerClient, logger: logger, accessLogger: accessLogger ?? logger)
     let ports = PortRegistry(expectRedirect: {
         if case .https(_, _, _, let redirect?) = configuration.listener { _ = redirect; return true }
         return false
@@ -80,13 +81,15 @@ public func buildApplication(configuration: EdgeConfiguration, logger: Logger, a
             logger: logger
         ))
     }
-    return EdgeService(client: client, state: state, dependencies: dependencies, listeners: services, ports: ports, certificates: certificates, logger: logger)
+    return EdgeService(client: client, brokerClient: brokerClient, state: state, dependencies: dependencies, listeners: services, ports: ports, certificates: certificates, logger: logger)
 }
 
 /// The running edge. `run()` runs the RPC client first and the listeners after it, so a graceful
 /// shutdown stops the listeners (finishing requests in flight) before the RPC client.
 public struct EdgeService: Service {
     public let client: UnixSocketClient
+    /// The broker's RPC connection, when a broker socket is configured.
+    public let brokerClient: UnixSocketClient?
     public let state: EdgeApplicationState
     let dependencies: [any Service]
     let listeners: [any Service]
@@ -104,6 +107,9 @@ public struct EdgeService: Service {
 
     public func run() async throws {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)] + dependencies.map { .init(service: $0) }
+        // The broker client keeps (re)connecting on its own: the edge serves auth routes while the
+        // broker is down, and broker routes answer 503 until it is back.
+        if let brokerClient { services.append(.init(service: brokerClient)) }
         services.append(.init(service: JWKSWarmUp(client: client, cache: state.jwks, logger: logger), successTerminationBehavior: .ignore))
         services.append(.init(service: IPBlocklistPoller(blocklist: state.blocklist, interval: state.configuration.ipBlocklistRefreshInterval)))
         services += listeners.map { .init(service: $0) }

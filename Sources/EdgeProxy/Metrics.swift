@@ -38,6 +38,7 @@ public final class EdgeMetrics: Sendable {
         var admissionRejections: UInt64 = 0
         var rateLimited: [String: UInt64] = [:]
         var rpcFailures: [String: UInt64] = [:]
+        var brokerRPCFailures: [String: UInt64] = [:]
         var tokenRejections: UInt64 = 0
     }
 
@@ -73,6 +74,12 @@ public final class EdgeMetrics: Sendable {
     func rpcFailed(_ method: String) { state.withLock { $0.rpcFailures[method, default: 0] &+= 1 } }
 
     func rpcFailed<Request, Response>(_ method: MethodDescriptor<Request, Response>) { rpcFailed(method.method) }
+
+    /// A call to the broker that got no usable answer (as `rpcFailed`, counted apart: a broker
+    /// outage leaves auth routes working, and the two alert differently).
+    func brokerRPCFailed<Request, Response>(_ method: MethodDescriptor<Request, Response>) {
+        state.withLock { $0.brokerRPCFailures[method.method, default: 0] &+= 1 }
+    }
 
     /// An access token refused (bad signature, claims, expired, revoked).
     func tokenRejected() { state.withLock { $0.tokenRejections &+= 1 } }
@@ -133,6 +140,11 @@ public final class EdgeMetrics: Sendable {
         Self.header(&out, "clau_edge_auth_rpc_failures_total", "counter", "Calls to auth that got no usable answer (transport, deadline, unavailable, internal), by RPC method.")
         for (method, value) in snapshot.rpcFailures.sorted(by: { $0.key < $1.key }) {
             Self.sample(&out, "clau_edge_auth_rpc_failures_total", [("method", method)], value)
+        }
+
+        Self.header(&out, "clau_edge_broker_rpc_failures_total", "counter", "Calls to the broker that got no usable answer (transport, deadline, unavailable, internal), by RPC method.")
+        for (method, value) in snapshot.brokerRPCFailures.sorted(by: { $0.key < $1.key }) {
+            Self.sample(&out, "clau_edge_broker_rpc_failures_total", [("method", method)], value)
         }
 
         Self.header(&out, "clau_edge_token_rejections_total", "counter", "Access tokens refused (invalid, expired or revoked).")

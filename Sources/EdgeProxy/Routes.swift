@@ -3,15 +3,14 @@ import Foundation
 import HTTPTypes
 import RPC
 
-/// The route table of SPEC §3. Each row is one route; a route whose service does not exist yet
-/// answers 503 `service_unavailable` through `notYet(…)` — wiring it later replaces that with a
-/// handler making one RPC call.
+/// The route table of SPEC §3. Each row is one route with its handler, which makes one RPC call on
+/// auth or on the broker (`BrokerRoutes.swift`; without a configured broker those answer 503).
 extension RouteTable {
     static func clau() -> RouteTable {
         RouteTable(routes: [
             // Process and documents.
             Route(.get, "/healthz", .public, .none, exemptFromAdmission: true) { _ in .json(["status": "ok"]) },
-            Route(.get, "/readyz", .public, .none, exemptFromAdmission: true, handler: AuthRoutes.ready),
+            Route(.get, "/readyz", .public, .none, exemptFromAdmission: true, handler: ReadinessRoutes.ready),
             Route(.get, "/openapi.json", .public, .none) { _ in .raw(.ok, OpenAPIDocument.data) },
             Route(.get, "/.well-known/jwks.json", .public, .read, handler: AuthRoutes.jwks),
 
@@ -21,7 +20,7 @@ extension RouteTable {
             Route(.post, "/v1/auth/refresh", .public, .refresh, handler: AuthRoutes.refresh),
             Route(.post, "/v1/auth/password/forgot", .public, .sensitive, handler: AccountRoutes.forgotPassword),
             Route(.post, "/v1/auth/password/reset", .public, .sensitive, handler: AccountRoutes.resetPassword),
-            Route(.post, "/v1/stripe/webhook", .public, .write, handler: notYet("stripe")),
+            Route(.post, "/v1/stripe/webhook", .public, .write, handler: BrokerRoutes.wired(WebhookRoutes.stripe)),
 
             // The caller's own account (auth). `tokenOnly`: an API key alone cannot do it.
             Route(.post, "/v1/auth/logout", .user, .write, tokenOnly: true, handler: AuthRoutes.logout),
@@ -40,36 +39,31 @@ extension RouteTable {
             Route(.post, "/v1/me/devices", .user, .write, handler: AccountRoutes.registerDevice),
             Route(.delete, "/v1/me/devices", .user, .write, handler: AccountRoutes.removeDevice),
             // `{userId}` is checked against the token's subject before the handler runs (C-7).
-            Route(.get, "/v1/users/{userId}/subscription", .user, .read, handler: notYet("subscriptions")),
+            Route(.get, "/v1/users/{userId}/subscription", .user, .read, handler: BrokerRoutes.wired(StripeRoutes.subscription)),
 
-            // Broker (Alpaca, Stripe): 503 until clau-broker exists.
-            Route(.get, "/v1/alpaca/oauth/authorize-url", .user, .read, handler: notYet("alpaca")),
-            Route(.post, "/v1/alpaca/oauth/callback", .user, .sensitive, handler: notYet("alpaca")),
-            Route(.delete, "/v1/alpaca/connection", .user, .sensitive, handler: notYet("alpaca")),
-            Route(.get, "/v1/alpaca/account", .user, .read, handler: notYet("alpaca")),
-            Route(.get, "/v1/alpaca/positions", .user, .read, handler: notYet("alpaca")),
-            Route(.get, "/v1/alpaca/orders", .user, .read, handler: notYet("alpaca")),
-            Route(.post, "/v1/alpaca/orders", .user, .sensitive, handler: notYet("alpaca")),
-            Route(.delete, "/v1/alpaca/orders/{orderId}", .user, .sensitive, handler: notYet("alpaca")),
-            Route(.post, "/v1/stripe/financial-connections/sessions", .user, .write, handler: notYet("stripe")),
-            Route(.post, "/v1/stripe/financial-connections/accounts", .user, .write, handler: notYet("stripe")),
-            Route(.get, "/v1/stripe/balances", .user, .read, handler: notYet("stripe")),
-            Route(.post, "/v1/stripe/subscription/checkout", .user, .highRisk, handler: notYet("stripe")),
+            // Broker (Alpaca, Stripe): one broker RPC each; 503 when no broker is configured or reachable.
+            Route(.get, "/v1/alpaca/oauth/authorize-url", .user, .read, handler: BrokerRoutes.wired(AlpacaRoutes.authorizeURL)),
+            Route(.post, "/v1/alpaca/oauth/callback", .user, .sensitive, handler: BrokerRoutes.wired(AlpacaRoutes.callback)),
+            Route(.delete, "/v1/alpaca/connection", .user, .sensitive, handler: BrokerRoutes.wired(AlpacaRoutes.disconnect)),
+            Route(.get, "/v1/alpaca/account", .user, .read, handler: BrokerRoutes.wired(AlpacaRoutes.account)),
+            Route(.get, "/v1/alpaca/positions", .user, .read, handler: BrokerRoutes.wired(AlpacaRoutes.positions)),
+            Route(.get, "/v1/alpaca/orders", .user, .read, handler: BrokerRoutes.wired(AlpacaRoutes.listOrders)),
+            Route(.post, "/v1/alpaca/orders", .user, .sensitive, handler: BrokerRoutes.wired(AlpacaRoutes.placeOrder)),
+            Route(.delete, "/v1/alpaca/orders/{orderId}", .user, .sensitive, handler: BrokerRoutes.wired(AlpacaRoutes.cancelOrder)),
+            Route(.post, "/v1/stripe/financial-connections/sessions", .user, .write, handler: BrokerRoutes.wired(StripeRoutes.createSession)),
+            Route(.post, "/v1/stripe/financial-connections/accounts", .user, .write, handler: BrokerRoutes.wired(StripeRoutes.linkAccounts)),
+            Route(.get, "/v1/stripe/balances", .user, .read, handler: BrokerRoutes.wired(StripeRoutes.balances)),
+            Route(.post, "/v1/stripe/subscription/checkout", .user, .highRisk, handler: BrokerRoutes.wired(StripeRoutes.checkout)),
 
             // Admin (C-8): role admin + MFA-fresh token + X-Admin-Key.
             Route(.post, "/v1/admin/users/{userId}/sessions/revoke", .admin, .highRisk, handler: AuthRoutes.adminRevokeSessions),
             Route(.post, "/v1/admin/users/{userId}/unlock", .admin, .highRisk, handler: AdminRoutes.unlock),
             Route(.post, "/v1/admin/ip-blocks", .admin, .highRisk, handler: AdminRoutes.blockIP),
             Route(.delete, "/v1/admin/ip-blocks/{ip}", .admin, .highRisk, handler: AdminRoutes.unblockIP),
-            Route(.post, "/v1/admin/keys/fernet/rotate", .admin, .highRisk, handler: notYet("fernet key rotation")),
+            Route(.post, "/v1/admin/keys/fernet/rotate", .admin, .highRisk, handler: BrokerRoutes.wired(FernetRotationRoutes.rotate)),
             Route(.post, "/v1/admin/keys/jwt/rotate", .admin, .highRisk, handler: AdminRoutes.rotateSigningKey),
             Route(.get, "/v1/admin/audit-log", .admin, .read, handler: AdminRoutes.auditLog),
         ])
-    }
-
-    /// 503 until the RPC behind the route exists.
-    static func notYet(_ feature: String) -> @Sendable (EdgeCall) async throws -> EdgeReply {
-        { _ in throw EdgeError.serviceUnavailable("\(feature) is not available yet", retryAfter: 3600) }
     }
 }
 
@@ -155,16 +149,6 @@ enum AuthRoutes {
         if call.app.jwks.jwksJSON == nil { await call.app.jwks.refresh(requestID: call.requestID, force: false) }
         guard let json = call.app.jwks.jwksJSON else { throw EdgeError.serviceUnavailable() }
         return .raw(.ok, Data(json.utf8), contentType: "application/jwk-set+json")
-    }
-
-    static func ready(_ call: EdgeCall) async throws -> EdgeReply {
-        do {
-            _ = try await call.app.auth.call(AuthAPI.getJWKS, AuthGetJWKSRequest(), options: CallOptions(requestID: call.requestID, timeout: .seconds(1)))
-        } catch {
-            if EdgeMetrics.isFailure(error) { call.app.metrics.rpcFailed(AuthAPI.getJWKS) }
-            throw EdgeError.serviceUnavailable("auth is not reachable")
-        }
-        return .json(["status": "ready", "checks": ["auth": "ok", "broker": "not_configured"]])
     }
 
     static func adminRevokeSessions(_ call: EdgeCall) async throws -> EdgeReply {

@@ -135,15 +135,48 @@ public struct EdgeCall: Sendable {
         }
     }
 
+    /// One call on the broker with the request id and a deadline. No broker configured, or its
+    /// socket down, is 503; the broker's own errors become HTTP errors by `brokerEdgeError`.
+    func broker<Request, Response>(_ method: MethodDescriptor<Request, Response>, _ message: Request, fieldNames: [String: String] = [:]) async throws -> Response {
+        guard let broker = app.broker else { throw EdgeError.brokerNotConfigured }
+        do {
+            return try await broker.call(method, message, options: callOptions)
+        } catch let error as RPCError {
+            if EdgeMetrics.isFailure(error) { app.metrics.brokerRPCFailed(method) }
+            throw error.brokerEdgeError(fieldNames: fieldNames)
+        } catch {
+            app.metrics.brokerRPCFailed(method)
+            throw error
+        }
+    }
+
+    /// Refuses a broker route before reading anything when no broker is configured.
+    func requireBroker() throws {
+        guard app.broker != nil else { throw EdgeError.brokerNotConfigured }
+    }
+
     /// The body as a strict type (C-15): `application/json` only, within the size limit
     /// and the read timeout.
     func decode<T: StrictBody>(_ type: T.Type) async throws -> T {
+        try requireJSONContentType()
+        let data = try await app.readBody(request)
+        return try StrictJSON.decode(T.self, from: data)
+    }
+
+    /// As `decode`, for routes whose body may be left out entirely (`POST` with nothing to say):
+    /// an empty body decodes as `{}`; any bytes at all must be strict JSON.
+    func decodeOptional<T: StrictBody>(_ type: T.Type) async throws -> T {
+        let data = try await app.readBody(request)
+        if data.isEmpty { return try StrictJSON.decode(T.self, from: Data("{}".utf8)) }
+        try requireJSONContentType()
+        return try StrictJSON.decode(T.self, from: data)
+    }
+
+    private func requireJSONContentType() throws {
         let contentType = request.headers[.contentType]?.split(separator: ";").first.map { $0.trimmingOptionalWhitespace.lowercased() }
         guard contentType == "application/json" else {
             throw EdgeError(.unsupportedMediaType, code: "unsupported_media_type", message: "Content-Type must be application/json")
         }
-        let data = try await app.readBody(request)
-        return try StrictJSON.decode(T.self, from: data)
     }
 
     /// Auth's view of the request's origin, for lockout and IP threat levels and device binding.

@@ -51,8 +51,8 @@ struct EdgeMain: AsyncParsableCommand {
     @Option(help: "auth.sock path.")
     var authSocket: String = "/run/clau/auth/auth.sock"
 
-    @Option(help: "broker.sock path (accepted; the broker routes answer 503 until clau-broker exists).")
-    var brokerSocket: String?
+    @Option(help: "broker.sock path; an empty value (--broker-socket \"\") runs without a broker: its routes answer 503.")
+    var brokerSocket: String = "/run/clau/broker/broker.sock"
 
     @Option(help: "Public HTTPS origin redirects point to, e.g. https://api.clau.example.")
     var publicBaseURL: String = "https://localhost:8443"
@@ -111,7 +111,7 @@ struct EdgeMain: AsyncParsableCommand {
                 logger.warning("rate limits multiplied: not for production", metadata: ["multiplier": "\(rateLimitMultiplier)"])
             }
             return ServiceProcess.Plan(services: services, startingMetadata: [
-                "port": "\(port)", "mode": "\(behindProxy ? "behind-proxy" : "https")", "auth_socket": "\(authSocket)",
+                "port": "\(port)", "mode": "\(behindProxy ? "behind-proxy" : "https")", "auth_socket": "\(authSocket)", "broker_socket": "\(brokerSocket.isEmpty ? "none" : brokerSocket)",
                 "metrics": "\(metricsPort == 0 ? "off" : "\(metricsHost):\(metricsPort)")",
             ])
         }
@@ -158,7 +158,7 @@ struct EdgeMain: AsyncParsableCommand {
         }
         var configuration = EdgeConfiguration(listener: listener, authSocketPath: authSocket)
         configuration.publicBaseURL = publicBaseURL
-        configuration.brokerSocketPath = brokerSocket
+        configuration.brokerSocketPath = brokerSocket.isEmpty ? nil : brokerSocket
         configuration.issuer = issuer
         configuration.audience = audience
         configuration.maximumInFlightRequests = maxInFlight

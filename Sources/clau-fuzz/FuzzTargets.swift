@@ -101,7 +101,7 @@ enum FuzzTargets {
     }
 
     /// What the edge reads as a request body: the strict decoders of the routes whose bodies
-    /// carry the most formats (e-mail, E.164 phone, lengths, unknown and duplicate fields).
+    /// carry the most formats (e-mail, E.164 phone, lengths, enums, decimals, unknown and duplicate fields).
     @Sendable static func jsonBody(_ bytes: UnsafeRawBufferPointer) {
         let data = Data(bytes)
         if let register = try? StrictJSON.decode(RegisterBody.self, from: data) {
@@ -111,6 +111,9 @@ enum FuzzTargets {
             fuzzInvariant(login.problems().isEmpty, "a login body with problems was accepted")
         }
         _ = try? StrictJSON.decode(UpdateMeBody.self, from: data)
+        if let order = try? StrictJSON.decode(PlaceOrderBody.self, from: data) {
+            fuzzInvariant(order.problems().isEmpty, "an order body with problems was accepted")
+        }
     }
 
     static let trustedProxies: Set<String> = ["10.0.0.1", "::1"]

@@ -121,6 +121,8 @@ struct EdgeProcessTests {
         try SpawnedProcess.start(as: Self.edgeUser, deployment.directory + "/clau-edge", [
             "--host", "127.0.0.1", "--port", "\(deployment.port)", "--redirect-port", "0",
             "--auth-socket", deployment.authSocket, "--public-base-url", "https://localhost:\(deployment.port)",
+            // No broker runs here: an empty path turns the broker routes off (503) and keeps /readyz on auth.
+            "--broker-socket", "",
         ], outputPath: deployment.directory + "/edge.log", environment: ["CREDENTIALS_DIRECTORY": deployment.credentials])
     }
 

@@ -7,8 +7,9 @@ import Testing
 /// Hostile input from a generator that knows only the published contract: schemathesis reads
 /// the edge's own `/openapi.json` and sends thousands of schema-valid and schema-invalid
 /// requests, checking every answer (no 5xx, status and body as documented, schema-valid input
-/// accepted). Real auth over its socket, real PostgreSQL, TLS. Broker routes are left out while
-/// clau-broker does not exist (they answer 503 by design); the fixed seed keeps CI reproducible,
+/// accepted). Real auth over its socket, real PostgreSQL, TLS. Broker routes are left out: no
+/// broker runs here, so they could only answer 503 (BrokerRoutesTests checks them against the same
+/// document with a test broker); the fixed seed keeps CI reproducible,
 /// and a by-hand run with random seeds is recorded in docs/benchmarks.md.
 @Suite("Edge: schemathesis against the published contract", .timeLimit(.minutes(10)))
 struct SchemathesisTests {

@@ -65,6 +65,233 @@ let openAPIDocumentText = ##"""
     ],
     "type": "object"
    },
+   "AlpacaAccount": {
+    "properties": {
+     "buying_power": {
+      "type": "string"
+     },
+     "cash": {
+      "type": "string"
+     },
+     "currency": {
+      "type": "string"
+     },
+     "equity": {
+      "type": "string"
+     },
+     "id": {
+      "type": "string"
+     },
+     "portfolio_value": {
+      "type": "string"
+     },
+     "status": {
+      "type": "string"
+     }
+    },
+    "required": [
+     "id",
+     "status",
+     "currency",
+     "cash",
+     "buying_power",
+     "equity",
+     "portfolio_value"
+    ],
+    "type": "object"
+   },
+   "AlpacaAuthorizeURL": {
+    "properties": {
+     "expires_at": {
+      "format": "date-time",
+      "type": [
+       "string",
+       "null"
+      ]
+     },
+     "url": {
+      "format": "uri",
+      "type": "string"
+     }
+    },
+    "required": [
+     "url",
+     "expires_at"
+    ],
+    "type": "object"
+   },
+   "AlpacaCallbackRequest": {
+    "additionalProperties": false,
+    "properties": {
+     "code": {
+      "maxLength": 512,
+      "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+      "type": "string"
+     },
+     "state": {
+      "maxLength": 128,
+      "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+      "type": "string"
+     }
+    },
+    "required": [
+     "code",
+     "state"
+    ],
+    "type": "object"
+   },
+   "AlpacaConnected": {
+    "properties": {
+     "scope": {
+      "description": "Space-separated, as Alpaca granted",
+      "type": "string"
+     },
+     "status": {
+      "const": "connected"
+     }
+    },
+    "required": [
+     "status",
+     "scope"
+    ],
+    "type": "object"
+   },
+   "AlpacaOrder": {
+    "properties": {
+     "client_order_id": {
+      "type": "string"
+     },
+     "filled_qty": {
+      "description": "A decimal string; null when unset",
+      "type": [
+       "string",
+       "null"
+      ]
+     },
+     "id": {
+      "type": "string"
+     },
+     "limit_price": {
+      "description": "A decimal string; null when unset",
+      "type": [
+       "string",
+       "null"
+      ]
+     },
+     "notional": {
+      "description": "A decimal string; null when unset",
+      "type": [
+       "string",
+       "null"
+      ]
+     },
+     "qty": {
+      "description": "A decimal string; null when unset",
+      "type": [
+       "string",
+       "null"
+      ]
+     },
+     "side": {
+      "type": "string"
+     },
+     "status": {
+      "type": "string"
+     },
+     "submitted_at": {
+      "description": "RFC 3339, as Alpaca sends it",
+      "type": [
+       "string",
+       "null"
+      ]
+     },
+     "symbol": {
+      "type": "string"
+     },
+     "time_in_force": {
+      "type": "string"
+     },
+     "type": {
+      "type": "string"
+     }
+    },
+    "required": [
+     "id",
+     "client_order_id",
+     "symbol",
+     "side",
+     "type",
+     "time_in_force",
+     "qty",
+     "notional",
+     "limit_price",
+     "status",
+     "filled_qty",
+     "submitted_at"
+    ],
+    "type": "object"
+   },
+   "AlpacaOrders": {
+    "properties": {
+     "orders": {
+      "items": {
+       "$ref": "#/components/schemas/AlpacaOrder"
+      },
+      "type": "array"
+     }
+    },
+    "required": [
+     "orders"
+    ],
+    "type": "object"
+   },
+   "AlpacaPositions": {
+    "properties": {
+     "positions": {
+      "items": {
+       "properties": {
+        "avg_entry_price": {
+         "type": "string"
+        },
+        "market_value": {
+         "type": "string"
+        },
+        "qty": {
+         "type": "string"
+        },
+        "side": {
+         "enum": [
+          "long",
+          "short"
+         ]
+        },
+        "symbol": {
+         "type": "string"
+        },
+        "unrealized_pl": {
+         "type": "string"
+        }
+       },
+       "required": [
+        "symbol",
+        "qty",
+        "side",
+        "market_value",
+        "avg_entry_price",
+        "unrealized_pl"
+       ],
+       "type": "object"
+      },
+      "type": "array"
+     }
+    },
+    "required": [
+     "positions"
+    ],
+    "type": "object"
+   },
    "AuditEvents": {
     "properties": {
      "events": {
@@ -76,6 +303,76 @@ let openAPIDocumentText = ##"""
     },
     "required": [
      "events"
+    ],
+    "type": "object"
+   },
+   "BankBalances": {
+    "properties": {
+     "accounts": {
+      "items": {
+       "properties": {
+        "balance": {
+         "oneOf": [
+          {
+           "type": "null"
+          },
+          {
+           "properties": {
+            "as_of": {
+             "format": "date-time",
+             "type": [
+              "string",
+              "null"
+             ]
+            },
+            "current": {
+             "additionalProperties": {
+              "type": "integer"
+             },
+             "description": "Currency code to amount in minor units",
+             "type": "object"
+            }
+           },
+           "required": [
+            "current",
+            "as_of"
+           ],
+           "type": "object"
+          }
+         ]
+        },
+        "id": {
+         "type": "string"
+        },
+        "institution_name": {
+         "type": "string"
+        },
+        "last4": {
+         "type": "string"
+        },
+        "refresh_status": {
+         "enum": [
+          null,
+          "pending",
+          "succeeded",
+          "failed"
+         ]
+        }
+       },
+       "required": [
+        "id",
+        "institution_name",
+        "last4",
+        "balance",
+        "refresh_status"
+       ],
+       "type": "object"
+      },
+      "type": "array"
+     }
+    },
+    "required": [
+     "accounts"
     ],
     "type": "object"
    },
@@ -125,6 +422,35 @@ let openAPIDocumentText = ##"""
      "current_password",
      "new_password"
     ],
+    "type": "object"
+   },
+   "Checkout": {
+    "properties": {
+     "checkout_url": {
+      "format": "uri",
+      "type": "string"
+     },
+     "session_id": {
+      "type": "string"
+     }
+    },
+    "required": [
+     "checkout_url",
+     "session_id"
+    ],
+    "type": "object"
+   },
+   "CheckoutRequest": {
+    "additionalProperties": false,
+    "properties": {
+     "price_id": {
+      "description": "Absent: the default price",
+      "maxLength": 128,
+      "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+      "type": "string"
+     }
+    },
     "type": "object"
    },
    "CreateAPIKeyRequest": {
@@ -221,6 +547,11 @@ let openAPIDocumentText = ##"""
     ],
     "type": "object"
    },
+   "EmptyRequest": {
+    "additionalProperties": false,
+    "properties": {},
+    "type": "object"
+   },
    "Error": {
     "additionalProperties": false,
     "properties": {
@@ -270,6 +601,53 @@ let openAPIDocumentText = ##"""
     ],
     "type": "object"
    },
+   "FernetRewrap": {
+    "properties": {
+     "current_key_id": {
+      "type": "string"
+     },
+     "done": {
+      "type": "boolean"
+     },
+     "failed": {
+      "description": "Ciphertexts no vault key opens",
+      "minimum": 0,
+      "type": "integer"
+     },
+     "remaining": {
+      "minimum": 0,
+      "type": "integer"
+     },
+     "rewrapped": {
+      "minimum": 0,
+      "type": "integer"
+     }
+    },
+    "required": [
+     "rewrapped",
+     "failed",
+     "remaining",
+     "done",
+     "current_key_id"
+    ],
+    "type": "object"
+   },
+   "FinancialConnectionsSession": {
+    "properties": {
+     "client_secret": {
+      "description": "For the mobile SDK only",
+      "type": "string"
+     },
+     "session_id": {
+      "type": "string"
+     }
+    },
+    "required": [
+     "session_id",
+     "client_secret"
+    ],
+    "type": "object"
+   },
    "ForgotPasswordRequest": {
     "additionalProperties": false,
     "properties": {
@@ -311,6 +689,55 @@ let openAPIDocumentText = ##"""
     },
     "required": [
      "keys"
+    ],
+    "type": "object"
+   },
+   "LinkAccountsRequest": {
+    "additionalProperties": false,
+    "properties": {
+     "session_id": {
+      "maxLength": 128,
+      "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+      "type": "string"
+     }
+    },
+    "required": [
+     "session_id"
+    ],
+    "type": "object"
+   },
+   "LinkedAccounts": {
+    "properties": {
+     "accounts": {
+      "items": {
+       "properties": {
+        "category": {
+         "type": "string"
+        },
+        "id": {
+         "type": "string"
+        },
+        "institution_name": {
+         "type": "string"
+        },
+        "last4": {
+         "type": "string"
+        }
+       },
+       "required": [
+        "id",
+        "institution_name",
+        "last4",
+        "category"
+       ],
+       "type": "object"
+      },
+      "type": "array"
+     }
+    },
+    "required": [
+     "accounts"
     ],
     "type": "object"
    },
@@ -382,20 +809,93 @@ let openAPIDocumentText = ##"""
     ],
     "type": "object"
    },
-   "Ready": {
+   "PlaceOrderRequest": {
+    "additionalProperties": false,
+    "description": "Exactly one of qty and notional; limit_price for limit orders only; notional and fractional orders must be market + day.",
     "properties": {
-     "checks": {
-      "additionalProperties": {
-       "type": "string"
-      },
-      "type": "object"
-     },
-     "status": {
+     "limit_price": {
+      "description": "A decimal string, as Alpaca writes it",
+      "maxLength": 32,
+      "pattern": "^[0-9]+(\\.[0-9]+)?$",
       "type": "string"
+     },
+     "notional": {
+      "description": "A decimal string, as Alpaca writes it",
+      "maxLength": 32,
+      "pattern": "^[0-9]+(\\.[0-9]+)?$",
+      "type": "string"
+     },
+     "qty": {
+      "description": "A decimal string, as Alpaca writes it",
+      "maxLength": 32,
+      "pattern": "^[0-9]+(\\.[0-9]+)?$",
+      "type": "string"
+     },
+     "side": {
+      "enum": [
+       "buy",
+       "sell"
+      ]
+     },
+     "symbol": {
+      "maxLength": 32,
+      "minLength": 1,
+      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+      "type": "string"
+     },
+     "time_in_force": {
+      "enum": [
+       "day",
+       "gtc",
+       "opg",
+       "cls",
+       "ioc",
+       "fok"
+      ]
+     },
+     "type": {
+      "enum": [
+       "market",
+       "limit"
+      ]
      }
     },
     "required": [
-     "status"
+     "symbol",
+     "side",
+     "type",
+     "time_in_force"
+    ],
+    "type": "object"
+   },
+   "Ready": {
+    "properties": {
+     "checks": {
+      "properties": {
+       "auth": {
+        "const": "ok"
+       },
+       "broker": {
+        "description": "not_configured: started without a broker socket (its routes answer 503)",
+        "enum": [
+         "ok",
+         "not_configured"
+        ]
+       }
+      },
+      "required": [
+       "auth",
+       "broker"
+      ],
+      "type": "object"
+     },
+     "status": {
+      "const": "ready"
+     }
+    },
+    "required": [
+     "status",
+     "checks"
     ],
     "type": "object"
    },
@@ -577,6 +1077,33 @@ let openAPIDocumentText = ##"""
     ],
     "type": "object"
    },
+   "StripeEvent": {
+    "description": "A Stripe event, exactly as Stripe sent it (the signature covers the raw bytes)",
+    "type": "object"
+   },
+   "Subscription": {
+    "properties": {
+     "current_period_end": {
+      "format": "date-time",
+      "type": "string"
+     },
+     "status": {
+      "enum": [
+       "none",
+       "incomplete",
+       "trialing",
+       "active",
+       "past_due",
+       "canceled",
+       "unpaid"
+      ]
+     }
+    },
+    "required": [
+     "status"
+    ],
+    "type": "object"
+   },
    "TOTPCode": {
     "additionalProperties": false,
     "properties": {
@@ -696,6 +1223,17 @@ let openAPIDocumentText = ##"""
      "phone",
      "role",
      "created_at"
+    ],
+    "type": "object"
+   },
+   "WebhookReceived": {
+    "properties": {
+     "received": {
+      "const": true
+     }
+    },
+    "required": [
+     "received"
     ],
     "type": "object"
    }
@@ -913,11 +1451,11 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "Auth unreachable or a configured broker not connected (the message names which)"
      }
     },
     "security": [],
-    "summary": "Auth is reachable",
+    "summary": "Auth is reachable and the broker (when configured) is connected",
     "tags": [
      "public"
     ]
@@ -1263,10 +1801,28 @@ let openAPIDocumentText = ##"""
   },
   "/v1/admin/keys/fernet/rotate": {
    "post": {
+    "description": "Add the new key to the vault first (clauctl vault rotate). Calls the broker's RewrapAll batch after batch for about 20 s: 200 when done, 202 with what remains (call again; resumable).",
     "operationId": "post_v1_admin_keys_fernet_rotate",
     "responses": {
-     "204": {
+     "200": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/FernetRewrap"
+        }
+       }
+      },
       "description": "Success"
+     },
+     "202": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/FernetRewrap"
+        }
+       }
+      },
+      "description": "Not done within the time budget: call again"
      },
      "401": {
       "content": {
@@ -1286,7 +1842,7 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Not allowed"
+      "description": "The broker refused the call"
      },
      "405": {
       "content": {
@@ -1336,7 +1892,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -1345,7 +1911,7 @@ let openAPIDocumentText = ##"""
       "bearer": []
      }
     ],
-    "summary": "Rotate the Fernet key and re-wrap tokens",
+    "summary": "Re-wrap stored tokens under the vault's current Fernet key (R-11)",
     "tags": [
      "admin"
     ]
@@ -1732,7 +2298,7 @@ let openAPIDocumentText = ##"""
       "content": {
        "application/json": {
         "schema": {
-         "$ref": "#/components/schemas/Object"
+         "$ref": "#/components/schemas/AlpacaAccount"
         }
        }
       },
@@ -1748,6 +2314,16 @@ let openAPIDocumentText = ##"""
       },
       "description": "Missing, invalid, expired or revoked credentials"
      },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
+     },
      "405": {
       "content": {
        "application/json": {
@@ -1757,6 +2333,16 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "409": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "No Alpaca connection (alpaca_not_connected), or Alpaca refused the stored token (alpaca_connection_lost: reconnect)"
      },
      "429": {
       "content": {
@@ -1796,7 +2382,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -1815,6 +2411,7 @@ let openAPIDocumentText = ##"""
   },
   "/v1/alpaca/connection": {
    "delete": {
+    "description": "Deletes the stored token; nothing is revoked at Alpaca. Alpaca documents no revoke endpoint and no token expiry: disconnecting deletes the stored token only (revoke the app at Alpaca to end its access there), and a 401 from Alpaca marks the connection lost (409 alpaca_connection_lost; reconnect through the OAuth routes).",
     "operationId": "delete_v1_alpaca_connection",
     "responses": {
      "204": {
@@ -1830,6 +2427,16 @@ let openAPIDocumentText = ##"""
       },
       "description": "Missing, invalid, expired or revoked credentials"
      },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
+     },
      "405": {
       "content": {
        "application/json": {
@@ -1878,7 +2485,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -1889,7 +2506,7 @@ let openAPIDocumentText = ##"""
       "apiKey": []
      }
     ],
-    "summary": "Disconnect Alpaca",
+    "summary": "Disconnect Alpaca (deletes the stored token)",
     "tags": [
      "user"
     ]
@@ -1897,13 +2514,14 @@ let openAPIDocumentText = ##"""
   },
   "/v1/alpaca/oauth/authorize-url": {
    "get": {
+    "description": "Send the user to `url`; Alpaca redirects back with `code` and `state` for the callback route. Alpaca documents no revoke endpoint and no token expiry: disconnecting deletes the stored token only (revoke the app at Alpaca to end its access there), and a 401 from Alpaca marks the connection lost (409 alpaca_connection_lost; reconnect through the OAuth routes).",
     "operationId": "get_v1_alpaca_oauth_authorize_url",
     "responses": {
      "200": {
       "content": {
        "application/json": {
         "schema": {
-         "$ref": "#/components/schemas/Object"
+         "$ref": "#/components/schemas/AlpacaAuthorizeURL"
         }
        }
       },
@@ -1919,6 +2537,16 @@ let openAPIDocumentText = ##"""
       },
       "description": "Missing, invalid, expired or revoked credentials"
      },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
+     },
      "405": {
       "content": {
        "application/json": {
@@ -1967,7 +2595,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -1978,7 +2616,7 @@ let openAPIDocumentText = ##"""
       "apiKey": []
      }
     ],
-    "summary": "Alpaca OAuth URL",
+    "summary": "Alpaca OAuth authorize URL (single-use state, 10 min)",
     "tags": [
      "user"
     ]
@@ -1986,19 +2624,27 @@ let openAPIDocumentText = ##"""
   },
   "/v1/alpaca/oauth/callback": {
    "post": {
+    "description": "Exchanges the code once the state checks out, and stores the token encrypted. Alpaca documents no revoke endpoint and no token expiry: disconnecting deletes the stored token only (revoke the app at Alpaca to end its access there), and a 401 from Alpaca marks the connection lost (409 alpaca_connection_lost; reconnect through the OAuth routes).",
     "operationId": "post_v1_alpaca_oauth_callback",
     "requestBody": {
      "content": {
       "application/json": {
        "schema": {
-        "$ref": "#/components/schemas/Object"
+        "$ref": "#/components/schemas/AlpacaCallbackRequest"
        }
       }
      },
      "required": true
     },
     "responses": {
-     "204": {
+     "200": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/AlpacaConnected"
+        }
+       }
+      },
       "description": "Success"
      },
      "400": {
@@ -2009,7 +2655,7 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Malformed request (bad JSON)"
+      "description": "invalid_state (the state is unknown, expired, used or another user's), invalid_grant (Alpaca refused the code) or malformed JSON"
      },
      "401": {
       "content": {
@@ -2021,6 +2667,16 @@ let openAPIDocumentText = ##"""
       },
       "description": "Missing, invalid, expired or revoked credentials"
      },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
+     },
      "405": {
       "content": {
        "application/json": {
@@ -2030,6 +2686,16 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "413": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Body too large"
      },
      "415": {
       "content": {
@@ -2089,7 +2755,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -2109,12 +2785,37 @@ let openAPIDocumentText = ##"""
   "/v1/alpaca/orders": {
    "get": {
     "operationId": "get_v1_alpaca_orders",
+    "parameters": [
+     {
+      "in": "query",
+      "name": "status",
+      "required": false,
+      "schema": {
+       "default": "open",
+       "enum": [
+        "open",
+        "closed",
+        "all"
+       ]
+      }
+     },
+     {
+      "in": "query",
+      "name": "limit",
+      "required": false,
+      "schema": {
+       "maximum": 500,
+       "minimum": 1,
+       "type": "integer"
+      }
+     }
+    ],
     "responses": {
      "200": {
       "content": {
        "application/json": {
         "schema": {
-         "$ref": "#/components/schemas/Object"
+         "$ref": "#/components/schemas/AlpacaOrders"
         }
        }
       },
@@ -2130,6 +2831,16 @@ let openAPIDocumentText = ##"""
       },
       "description": "Missing, invalid, expired or revoked credentials"
      },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
+     },
      "405": {
       "content": {
        "application/json": {
@@ -2139,6 +2850,26 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "409": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "No Alpaca connection (alpaca_not_connected), or Alpaca refused the stored token (alpaca_connection_lost: reconnect)"
+     },
+     "422": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Invalid query parameter (fields named)"
      },
      "429": {
       "content": {
@@ -2178,7 +2909,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -2189,7 +2930,7 @@ let openAPIDocumentText = ##"""
       "apiKey": []
      }
     ],
-    "summary": "Alpaca orders",
+    "summary": "Alpaca orders (?status=open|closed|all, ?limit=1-500)",
     "tags": [
      "user"
     ]
@@ -2200,7 +2941,7 @@ let openAPIDocumentText = ##"""
      "content": {
       "application/json": {
        "schema": {
-        "$ref": "#/components/schemas/Object"
+        "$ref": "#/components/schemas/PlaceOrderRequest"
        }
       }
      },
@@ -2211,7 +2952,7 @@ let openAPIDocumentText = ##"""
       "content": {
        "application/json": {
         "schema": {
-         "$ref": "#/components/schemas/Object"
+         "$ref": "#/components/schemas/AlpacaOrder"
         }
        }
       },
@@ -2237,6 +2978,16 @@ let openAPIDocumentText = ##"""
       },
       "description": "Missing, invalid, expired or revoked credentials"
      },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
+     },
      "405": {
       "content": {
        "application/json": {
@@ -2246,6 +2997,26 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "409": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "No Alpaca connection (alpaca_not_connected), or Alpaca refused the stored token (alpaca_connection_lost: reconnect)"
+     },
+     "413": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Body too large"
      },
      "415": {
       "content": {
@@ -2265,7 +3036,7 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Validation failed (fields named)"
+      "description": "Validation failed: fields named (e.g. qty and notional both given, limit_price on a market order)"
      },
      "429": {
       "content": {
@@ -2305,7 +3076,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -2350,6 +3131,16 @@ let openAPIDocumentText = ##"""
       },
       "description": "Missing, invalid, expired or revoked credentials"
      },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
+     },
      "404": {
       "content": {
        "application/json": {
@@ -2358,7 +3149,7 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "No such resource (also another user's)"
+      "description": "No such order in the caller's account"
      },
      "405": {
       "content": {
@@ -2369,6 +3160,26 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "409": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "No Alpaca connection (alpaca_not_connected), or Alpaca refused the stored token (alpaca_connection_lost: reconnect)"
+     },
+     "422": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Alpaca cannot cancel the order any more"
      },
      "429": {
       "content": {
@@ -2408,7 +3219,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -2433,7 +3254,7 @@ let openAPIDocumentText = ##"""
       "content": {
        "application/json": {
         "schema": {
-         "$ref": "#/components/schemas/Object"
+         "$ref": "#/components/schemas/AlpacaPositions"
         }
        }
       },
@@ -2449,6 +3270,16 @@ let openAPIDocumentText = ##"""
       },
       "description": "Missing, invalid, expired or revoked credentials"
      },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
+     },
      "405": {
       "content": {
        "application/json": {
@@ -2458,6 +3289,16 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "409": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "No Alpaca connection (alpaca_not_connected), or Alpaca refused the stored token (alpaca_connection_lost: reconnect)"
      },
      "429": {
       "content": {
@@ -2497,7 +3338,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -4886,7 +5737,7 @@ let openAPIDocumentText = ##"""
       "content": {
        "application/json": {
         "schema": {
-         "$ref": "#/components/schemas/Object"
+         "$ref": "#/components/schemas/BankBalances"
         }
        }
       },
@@ -4901,6 +5752,16 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Missing, invalid, expired or revoked credentials"
+     },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
      },
      "405": {
       "content": {
@@ -4950,7 +5811,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -4961,7 +5832,7 @@ let openAPIDocumentText = ##"""
       "apiKey": []
      }
     ],
-    "summary": "Bank balances",
+    "summary": "Bank balances of the linked accounts",
     "tags": [
      "user"
     ]
@@ -4974,18 +5845,18 @@ let openAPIDocumentText = ##"""
      "content": {
       "application/json": {
        "schema": {
-        "$ref": "#/components/schemas/Object"
+        "$ref": "#/components/schemas/LinkAccountsRequest"
        }
       }
      },
      "required": true
     },
     "responses": {
-     "201": {
+     "200": {
       "content": {
        "application/json": {
         "schema": {
-         "$ref": "#/components/schemas/Object"
+         "$ref": "#/components/schemas/LinkedAccounts"
         }
        }
       },
@@ -5011,6 +5882,26 @@ let openAPIDocumentText = ##"""
       },
       "description": "Missing, invalid, expired or revoked credentials"
      },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
+     },
+     "404": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "No such session of the caller's"
+     },
      "405": {
       "content": {
        "application/json": {
@@ -5020,6 +5911,36 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "413": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Body too large"
+     },
+     "415": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Content-Type must be application/json"
+     },
+     "422": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Validation failed (fields named)"
      },
      "429": {
       "content": {
@@ -5059,7 +5980,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -5070,7 +6001,7 @@ let openAPIDocumentText = ##"""
       "apiKey": []
      }
     ],
-    "summary": "Link accounts",
+    "summary": "Link the accounts of a finished session",
     "tags": [
      "user"
     ]
@@ -5083,18 +6014,18 @@ let openAPIDocumentText = ##"""
      "content": {
       "application/json": {
        "schema": {
-        "$ref": "#/components/schemas/Object"
+        "$ref": "#/components/schemas/EmptyRequest"
        }
       }
      },
-     "required": true
+     "required": false
     },
     "responses": {
      "201": {
       "content": {
        "application/json": {
         "schema": {
-         "$ref": "#/components/schemas/Object"
+         "$ref": "#/components/schemas/FinancialConnectionsSession"
         }
        }
       },
@@ -5120,6 +6051,16 @@ let openAPIDocumentText = ##"""
       },
       "description": "Missing, invalid, expired or revoked credentials"
      },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
+     },
      "405": {
       "content": {
        "application/json": {
@@ -5129,6 +6070,36 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "413": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Body too large"
+     },
+     "415": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Content-Type must be application/json"
+     },
+     "422": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Validation failed (fields named)"
      },
      "429": {
       "content": {
@@ -5168,7 +6139,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -5179,7 +6160,7 @@ let openAPIDocumentText = ##"""
       "apiKey": []
      }
     ],
-    "summary": "Start Financial Connections",
+    "summary": "Start Financial Connections (balances); body optional",
     "tags": [
      "user"
     ]
@@ -5192,18 +6173,18 @@ let openAPIDocumentText = ##"""
      "content": {
       "application/json": {
        "schema": {
-        "$ref": "#/components/schemas/Object"
+        "$ref": "#/components/schemas/CheckoutRequest"
        }
       }
      },
-     "required": true
+     "required": false
     },
     "responses": {
      "201": {
       "content": {
        "application/json": {
         "schema": {
-         "$ref": "#/components/schemas/Object"
+         "$ref": "#/components/schemas/Checkout"
         }
        }
       },
@@ -5229,6 +6210,16 @@ let openAPIDocumentText = ##"""
       },
       "description": "Missing, invalid, expired or revoked credentials"
      },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
+     },
      "405": {
       "content": {
        "application/json": {
@@ -5238,6 +6229,36 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "413": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Body too large"
+     },
+     "415": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Content-Type must be application/json"
+     },
+     "422": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Validation failed (fields named)"
      },
      "429": {
       "content": {
@@ -5277,7 +6298,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -5288,7 +6319,7 @@ let openAPIDocumentText = ##"""
       "apiKey": []
      }
     ],
-    "summary": "Subscription checkout",
+    "summary": "Subscription checkout (body optional)",
     "tags": [
      "user"
     ]
@@ -5296,19 +6327,37 @@ let openAPIDocumentText = ##"""
   },
   "/v1/stripe/webhook": {
    "post": {
+    "description": "The body is passed to the broker byte for byte with the Stripe-Signature header, never parsed at the edge. An event id already processed answers 200 again with no second effect.",
     "operationId": "post_v1_stripe_webhook",
+    "parameters": [
+     {
+      "in": "header",
+      "name": "Stripe-Signature",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ],
     "requestBody": {
      "content": {
       "application/json": {
        "schema": {
-        "$ref": "#/components/schemas/Object"
+        "$ref": "#/components/schemas/StripeEvent"
        }
       }
      },
      "required": true
     },
     "responses": {
-     "204": {
+     "200": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/WebhookReceived"
+        }
+       }
+      },
       "description": "Success"
      },
      "400": {
@@ -5319,9 +6368,9 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Malformed request (bad JSON)"
+      "description": "invalid_signature: the Stripe-Signature header is missing, invalid or stale"
      },
-     "401": {
+     "403": {
       "content": {
        "application/json": {
         "schema": {
@@ -5329,7 +6378,7 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Missing, invalid, expired or revoked credentials"
+      "description": "The broker refused the call"
      },
      "405": {
       "content": {
@@ -5340,6 +6389,26 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "413": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Body over 64 KiB"
+     },
+     "429": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "Rate limited"
      },
      "431": {
       "content": {
@@ -5369,11 +6438,21 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [],
-    "summary": "Stripe webhook (Stripe-Signature checked)",
+    "summary": "Stripe webhook (raw body + Stripe-Signature, checked by the broker)",
     "tags": [
      "public"
     ]
@@ -5398,7 +6477,7 @@ let openAPIDocumentText = ##"""
       "content": {
        "application/json": {
         "schema": {
-         "$ref": "#/components/schemas/Object"
+         "$ref": "#/components/schemas/Subscription"
         }
        }
       },
@@ -5413,6 +6492,16 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Missing, invalid, expired or revoked credentials"
+     },
+     "403": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker refused the call"
      },
      "404": {
       "content": {
@@ -5472,7 +6561,17 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Unavailable or overloaded (Retry-After)"
+      "description": "No broker configured, the broker or Alpaca/Stripe unreachable (Retry-After)"
+     },
+     "504": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "The broker did not answer in time"
      }
     },
     "security": [
@@ -5483,7 +6582,7 @@ let openAPIDocumentText = ##"""
       "apiKey": []
      }
     ],
-    "summary": "The user's subscription (owner only)",
+    "summary": "The user's subscription (owner only: another user's id is 404, C-7)",
     "tags": [
      "user"
     ]
