@@ -12,4 +12,14 @@ enum UntrustedText {
     static func isPrintableASCII(_ text: String) -> Bool {
         text.utf8.allSatisfy { $0 >= 0x20 && $0 <= 0x7E }
     }
+
+    /// A required single-line value from a caller (an OAuth code, say): present, printable ASCII
+    /// without spaces, at most `maximumLength` bytes. Returns it unchanged.
+    static func check(_ text: String, field: String, maximumLength: Int) throws(FieldValidationError) -> String {
+        guard !text.isEmpty else { throw FieldValidationError(field: field, problem: .missing) }
+        guard !containsControlCharacter(text) else { throw FieldValidationError(field: field, problem: .controlCharacter) }
+        guard text.utf8.count <= maximumLength else { throw FieldValidationError(field: field, problem: .tooLong) }
+        guard text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw FieldValidationError(field: field, problem: .invalidFormat) }
+        return text
+    }
 }

@@ -1,0 +1,63 @@
+import Foundation
+import Logging
+import RPC
+
+/// Fernet key rotation. An operator adds a key to the vault (it becomes the current one);
+/// then `RewrapAll` is called until `done`: each call re-wraps one batch of the ciphertexts still
+/// under an older key. Batches are picked by key id, so a crashed run is resumed by calling again;
+/// once `RotationStatus` shows no stale ciphertext the old key can leave the vault.
+extension BrokerHandlers {
+    /// Items per `Rewrap` call when the request names no size.
+    public static let defaultRewrapBatch = 500
+
+    public func rewrapAll(_ request: BrokerRewrapAllRequest, _ context: ServerContext) async throws -> BrokerRewrapAllResponse {
+        let limit = request.batchSize == 0 ? Self.defaultRewrapBatch : min(Int(request.batchSize), VaultAPI.maximumRewrapBatch)
+        let options = context.downstreamOptions()
+        let currentKeyID = try await vault.currentKeyID(options: options)
+        let candidates = try await store.staleCiphertexts(currentKeyID: currentKeyID, limit: limit, logger: context.logger)
+        // Cut the batch where it would pass the vault's byte limit (frames stay under 1 MiB).
+        var batch: [StoredCiphertext] = []
+        var bytes = 0
+        for candidate in candidates {
+            let cost = candidate.sealed.ciphertext.utf8.count + candidate.context.value.utf8.count
+            if !batch.isEmpty, bytes + cost > VaultAPI.maximumRewrapBatchBytes { break }
+            batch.append(candidate)
+            bytes += cost
+        }
+        var rewrapped: UInt64 = 0
+        var failed: UInt64 = 0
+        if !batch.isEmpty {
+            let results = try await vault.rewrap(batch, options: options)
+            for (stored, result) in zip(batch, results) {
+                if let result {
+                    if try await store.replaceCiphertext(stored, with: result, logger: context.logger) { rewrapped += 1 }
+                } else {
+                    failed += 1
+                    try await store.markUndecryptable(stored, logger: context.logger)
+                }
+            }
+        }
+        let counts = try await store.ciphertextCounts(currentKeyID: currentKeyID, logger: context.logger)
+        context.logger.notice("fernet re-wrap batch", metadata: [
+            "event": "key_rotation", "risk": "high", "rewrapped": "\(rewrapped)", "failed": "\(failed)",
+            "remaining": "\(counts.stale)", "current_key_id": "\(currentKeyID)", "caller_uid": "\(context.peer.uid)",
+        ])
+        var response = BrokerRewrapAllResponse()
+        response.rewrapped = rewrapped
+        response.failed = failed
+        response.remaining = counts.stale
+        response.done = counts.stale == 0
+        response.currentKeyID = currentKeyID
+        return response
+    }
+
+    public func rotationStatus(_ request: BrokerRotationStatusRequest, _ context: ServerContext) async throws -> BrokerRotationStatusResponse {
+        let currentKeyID = try await vault.currentKeyID(options: context.downstreamOptions())
+        let counts = try await store.ciphertextCounts(currentKeyID: currentKeyID, logger: context.logger)
+        var response = BrokerRotationStatusResponse()
+        response.currentKeyID = currentKeyID
+        response.ciphertextsByKeyID = counts.byKeyID
+        response.stale = counts.stale
+        return response
+    }
+}
