@@ -347,7 +347,8 @@ let package = Package(
         .testTarget(
             name: "BrokerServiceTests",
             dependencies: [
-                "BrokerService", "RPC", "ProviderFakes",
+                "BrokerService", "RPC", "ProviderFakes", "TestSupport", "VaultService",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),

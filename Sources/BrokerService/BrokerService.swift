@@ -21,7 +21,7 @@ public struct BrokerService: Service {
     /// Checks the configuration (URLs, secrets present, price ids) and builds everything; errors
     /// name the setting at fault, never a secret.
     public static func build(configuration: BrokerConfiguration, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }) throws -> BrokerService {
-        guard configuration.stripeWebhookSecret.hasPrefix("whsec_"), configuration.stripeWebhookSecret.utf8.count >= 16 else {
+        guard configuration.stripeWebhookSecret.hasPrefix("whsec_"), configuration.stripeWebhookSecret.utf8.count >= 12 else {
             throw StartupError("the Stripe webhook secret must be a whsec_… value")
         }
         guard configuration.stripe.secretKey.hasPrefix("sk_") || configuration.stripe.secretKey.hasPrefix("rk_") else {

@@ -149,6 +149,9 @@ public actor StripeFake {
 
     // MARK: Request handling
 
+    /// Ids of the customers created so far (tests check where they end up).
+    public var customerIDs: [String] { Array(customers.keys) }
+
     public func respond(to operation: StripeOperation, _ request: FakeRequest) -> FakeResponse {
         let key = request.bearerToken ?? request.basicUser
         guard let key, constantTimeEqual(key, configuration.secretKey) else {

@@ -6,7 +6,7 @@
 -- One Alpaca OAuth connection per user.
 CREATE TABLE broker.alpaca_connections (
     user_id          uuid PRIMARY KEY,
-    token_ciphertext text NOT NULL CHECK (token_ciphertext ~ '^[A-Za-z0-9_=-]{60,8192}$'),
+    token_ciphertext text NOT NULL CHECK (token_ciphertext ~ '^[A-Za-z0-9_=-]+$' AND char_length(token_ciphertext) BETWEEN 60 AND 8192),
     key_id           text NOT NULL CHECK (char_length(key_id) BETWEEN 1 AND 64),
     -- Set when the vault could not open the ciphertext during a re-wrap (no key decrypts it).
     undecryptable    boolean NOT NULL DEFAULT false,
@@ -34,7 +34,7 @@ CREATE INDEX alpaca_oauth_states_expiry ON broker.alpaca_oauth_states (expires_a
 -- back to the user without decrypting every row.
 CREATE TABLE broker.stripe_customers (
     user_id             uuid PRIMARY KEY,
-    customer_ciphertext text NOT NULL CHECK (customer_ciphertext ~ '^[A-Za-z0-9_=-]{60,8192}$'),
+    customer_ciphertext text NOT NULL CHECK (customer_ciphertext ~ '^[A-Za-z0-9_=-]+$' AND char_length(customer_ciphertext) BETWEEN 60 AND 8192),
     key_id              text NOT NULL CHECK (char_length(key_id) BETWEEN 1 AND 64),
     undecryptable       boolean NOT NULL DEFAULT false,
     customer_hash       bytea NOT NULL UNIQUE CHECK (octet_length(customer_hash) = 32),

@@ -189,7 +189,7 @@ extension BrokerStore {
         eventID: String, type: String, now: Date, logger: Logger,
         effect: @Sendable (PostgresConnection) async throws -> Void
     ) async throws -> Bool {
-        try await client.withTransaction(logger: logger) { connection in
+        try await inTransaction(logger: logger) { connection in
             let rows = try await connection.query("""
                 INSERT INTO broker.stripe_events (id, type, processed_at) VALUES (\(eventID), \(type), \(now))
                 ON CONFLICT DO NOTHING RETURNING id

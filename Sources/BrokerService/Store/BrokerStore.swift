@@ -45,13 +45,24 @@ public struct BrokerStore: Sendable {
         Data(SHA256.hash(data: Data(value.utf8)))
     }
 
+    /// `withTransaction`, with the closure's own error rethrown as itself (postgres-nio wraps it
+    /// in `PostgresTransactionError`), so a refusal decided inside a transaction reaches the
+    /// caller as the typed error it is.
+    func inTransaction<Result: Sendable>(logger: Logger, _ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+        do {
+            return try await client.withTransaction(logger: logger) { connection in try await body(connection) }
+        } catch let error as PostgresTransactionError {
+            throw error.closureError ?? error
+        }
+    }
+
     // MARK: Alpaca OAuth states
 
     /// Most outstanding states one user may hold; starting a new flow beyond it drops the oldest.
     public static let maximumOutstandingStatesPerUser = 5
 
     public func insertOAuthState(_ record: OAuthStateRecord, logger: Logger) async throws {
-        try await client.withTransaction(logger: logger) { connection in
+        try await inTransaction(logger: logger) { connection in
             try await connection.query("""
                 INSERT INTO broker.alpaca_oauth_states (state_hash, user_id, issued_at, expires_at)
                 VALUES (\(Data(record.stateHash)), \(record.userID), \(record.issuedAt), \(record.expiresAt))
@@ -67,7 +78,7 @@ public struct BrokerStore: Sendable {
     /// Redeems a presented state for `userID` in one transaction (the row is locked, so two
     /// concurrent callbacks cannot both succeed). A refusal by another user leaves it usable.
     public func redeemOAuthState(hash: [UInt8], by userID: UUID, now: Date, logger: Logger) async throws {
-        try await client.withTransaction(logger: logger) { connection in
+        try await inTransaction(logger: logger) { connection in
             let rows = try await connection.query("""
                 SELECT user_id, issued_at, expires_at, used_at FROM broker.alpaca_oauth_states
                 WHERE state_hash = \(Data(hash)) FOR UPDATE
