@@ -12,7 +12,7 @@ struct Clauctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clauctl",
         abstract: "Administer a Clau backend: database migrations and key management.",
-        subcommands: [Migrate.self, VaultCommand.self, AuthCommand.self]
+        subcommands: [Migrate.self, VaultCommand.self, AuthCommand.self, BrokerCommand.self]
     )
 }
 
