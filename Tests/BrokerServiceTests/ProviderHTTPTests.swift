@@ -193,14 +193,48 @@ struct ProviderHTTPTests {
         }
     }
 
-    @Test func beyondTheConcurrencyLimitARequestFailsAtOnceWithoutCalling() async throws {
+    @Test func beyondTheConcurrencyLimitAndAFullQueueARequestFailsAtOnceWithoutCalling() async throws {
         try await withLiveFakes { live in
             var policy = ProviderHTTPPolicy.fastTest
             policy.maximumConcurrentRequests = 0
+            policy.maximumQueuedRequests = 0
             let stripe = try live.stripeClient(policy: policy)
             try await live.injectFault(path: "/v1/customers", status: 500, count: 1)
             let error = await rpcError { try await stripe.createCustomer(userID: UUID(), idempotencyKey: "k", logger: logger) }
             #expect(error?.code == .resourceExhausted)
+            #expect(await live.remainingFaults() == 1)
+        }
+    }
+
+    @Test func requestsBeyondTheConcurrencyLimitWaitTheirTurn() async throws {
+        try await withLiveFakes { live in
+            var policy = ProviderHTTPPolicy.fastTest
+            policy.maximumConcurrentRequests = 1
+            policy.maximumQueuedRequests = 64
+            let stripe = try live.stripeClient(policy: policy)
+            let created = try await withThrowingTaskGroup(of: String.self) { group in
+                for index in 0..<24 {
+                    group.addTask { try await stripe.createCustomer(userID: UUID(), idempotencyKey: "queued-\(index)", logger: logger) }
+                }
+                var ids: Set<String> = []
+                for try await id in group { ids.insert(id) }
+                return ids
+            }
+            #expect(created.count == 24)
+        }
+    }
+
+    @Test func aRequestCancelledWhileQueuedLeavesAtOnceWithoutCalling() async throws {
+        try await withLiveFakes { live in
+            var policy = ProviderHTTPPolicy.fastTest
+            policy.maximumConcurrentRequests = 0
+            policy.maximumQueuedRequests = 4
+            let stripe = try live.stripeClient(policy: policy)
+            try await live.injectFault(path: "/v1/customers", status: 500, count: 1)
+            let waiting = Task { await rpcError { try await stripe.createCustomer(userID: UUID(), idempotencyKey: "k", logger: logger) } }
+            waiting.cancel()
+            let error = await waiting.value
+            #expect(error?.code == .resourceExhausted || error?.code == .cancelled)
             #expect(await live.remainingFaults() == 1)
         }
     }

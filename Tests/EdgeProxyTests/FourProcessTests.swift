@@ -166,6 +166,19 @@ extension EdgeProcessTests {
         #expect(!(await succeeds(as: Self.edgeUser, ["/bin/cat", deployment.directory + "/vault-keys/fernet-keys"])))
         #expect(!(await succeeds(as: Self.edgeUser, ["/bin/cat", deployment.directory + "/broker-credentials/stripe-secret-key"])))
         #expect(!(await succeeds(as: Self.brokerUser, ["/bin/cat", deployment.directory + "/auth-keys/jwt.pem"])))
+        // Decrypt answers the broker's uid only, whoever else reaches the socket (root here): the
+        // broker gets a verdict on the (bogus) token, any other uid PERMISSION_DENIED.
+        let client = try copyFixtureToWorldReadableDirectory("rpc_call.py")
+        let decrypt = "0a0141120f616c706163613a757365723a7878"
+        func decryptCode(as user: String?) async throws -> Int? {
+            let command = [client, brokerDeployment.vaultSocket, "clau.vault.Vault/Decrypt", decrypt]
+            let output = user == nil
+                ? try await Shell.run("/usr/bin/python3", command)
+                : try await Shell.run("/usr/bin/setpriv", ["--reuid=\(user!)", "--regid=\(user!)", "--init-groups", "--no-new-privs", "/usr/bin/python3"] + command)
+            return (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])?["code"] as? Int
+        }
+        #expect(try await decryptCode(as: nil) == 7)
+        #expect(try await decryptCode(as: Self.brokerUser) == 3)
         let pg = deployment.postgresSocket
         let pgDirectory = String(pg[..<pg.lastIndex(of: "/")!])
         let pgPort = String(pg.split(separator: ".").last!)

@@ -53,6 +53,10 @@ public final class ProviderHTTP: Sendable {
     private struct State: Sendable {
         var breaker: CircuitBreaker
         var inFlight = 0
+        /// Requests waiting for a slot, oldest first; each resumes with true (slot handed over)
+        /// or false (cancelled while waiting).
+        var waiters: [(id: UInt64, continuation: CheckedContinuation<Bool, Never>)] = []
+        var nextWaiterID: UInt64 = 0
     }
 
     private let state: Mutex<State>
@@ -62,6 +66,50 @@ public final class ProviderHTTP: Sendable {
         self.client = client
         self.policy = policy
         self.state = Mutex(State(breaker: CircuitBreaker(failureThreshold: policy.breakerFailureThreshold, cooldown: policy.breakerCooldown)))
+    }
+
+    /// A slot among `maximumConcurrentRequests`: at once when one is free, else after the requests
+    /// queued before this one (at most `maximumQueuedRequests` wait; one more is refused at once,
+    /// so the queue is bounded). A caller cancelled while waiting (its RPC deadline passed) leaves
+    /// the queue. False: refused or cancelled.
+    private func acquireSlot() async -> Bool {
+        let id = state.withLock { state -> UInt64 in
+            state.nextWaiterID += 1
+            return state.nextWaiterID
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let immediate = state.withLock { state -> Bool? in
+                    if state.inFlight < policy.maximumConcurrentRequests {
+                        state.inFlight += 1
+                        return true
+                    }
+                    // Checked under the lock: a cancellation after this point finds the waiter.
+                    guard !Task.isCancelled, state.waiters.count < policy.maximumQueuedRequests else { return false }
+                    state.waiters.append((id, continuation))
+                    return nil
+                }
+                if let immediate { continuation.resume(returning: immediate) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiters.remove(at: index).continuation
+            }
+            waiter?.resume(returning: false)
+        }
+    }
+
+    /// Hands the slot to the oldest waiter, or frees it.
+    private func releaseSlot() {
+        let next = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            guard !state.waiters.isEmpty else {
+                state.inFlight -= 1
+                return nil
+            }
+            return state.waiters.removeFirst().continuation
+        }
+        next?.resume(returning: true)
     }
 
     /// The breaker's state now (for tests and health reporting).
@@ -84,16 +132,11 @@ public final class ProviderHTTP: Sendable {
     /// Sends `request`, retrying as the policy allows. Returns the last response whatever its status
     /// (the client maps non-2xx); throws `ProviderHTTPFailure` when there is none to return.
     func send(_ request: ProviderRequest, logger: Logger, retryAfter: @Sendable (ProviderResponse) -> Duration? = { _ in nil }) async throws(ProviderHTTPFailure) -> ProviderResponse {
-        let admitted = state.withLock { state -> Bool in
-            guard state.inFlight < policy.maximumConcurrentRequests else { return false }
-            state.inFlight += 1
-            return true
-        }
-        guard admitted else {
+        guard await acquireSlot() else {
             log(logger, .warning, request, status: nil, attempt: 0, duration: .zero, outcome: "overloaded")
             throw .overloaded
         }
-        defer { state.withLock { $0.inFlight -= 1 } }
+        defer { releaseSlot() }
 
         var generator = SystemRandomNumberGenerator()
         let attempts = request.idempotent ? max(1, policy.maximumAttempts) : 1

@@ -14,9 +14,13 @@ public struct ProviderHTTPPolicy: Sendable {
     /// Full jitter: a retry waits a uniform random time in [0, min(maximumBackoff, baseBackoff · 2^(n-1))].
     public var baseBackoff: Duration = .milliseconds(100)
     public var maximumBackoff: Duration = .seconds(2)
-    /// Requests in flight to this provider at once; one more fails RESOURCE_EXHAUSTED at once
-    /// rather than queueing without bound (R-16's rule, applied outbound).
+    /// Requests in flight to this provider at once; more wait in a bounded queue rather than
+    /// without bound (R-16's rule, applied outbound).
     public var maximumConcurrentRequests: Int = 32
+    /// Requests that may wait (oldest first) for one of those slots; one more fails
+    /// RESOURCE_EXHAUSTED at once. A waiting request leaves the queue when its caller's deadline
+    /// cancels it, so the wait is bounded by the RPC deadline too.
+    public var maximumQueuedRequests: Int = 256
     /// Consecutive failures (5xx, 429, transport, timeout) that open the breaker.
     public var breakerFailureThreshold: Int = 5
     /// How long an open breaker refuses calls before one probe is let through.
