@@ -104,18 +104,33 @@ public struct BrokerStore: Sendable {
 
     // MARK: Alpaca connections
 
+    /// Read before every Alpaca call, so a prepared statement: parsed and planned once per
+    /// connection instead of on every request.
     public func alpacaConnection(userID: UUID, logger: Logger) async throws -> AlpacaConnectionRecord? {
-        let rows = try await client.query("""
-            SELECT token_ciphertext, key_id, scope, status, connected_at FROM broker.alpaca_connections
-            WHERE user_id = \(userID)
-            """, logger: logger)
-        for try await (ciphertext, keyID, scope, status, connectedAt) in rows.decode((String, String, String, String, Date).self) {
+        for try await record in try await client.execute(AlpacaConnectionByUser(userID: userID), logger: logger) { return record }
+        return nil
+    }
+
+    struct AlpacaConnectionByUser: PostgresPreparedStatement {
+        static let sql = """
+            SELECT token_ciphertext, key_id, scope, status, connected_at FROM broker.alpaca_connections WHERE user_id = $1
+            """
+        typealias Row = AlpacaConnectionRecord
+        var userID: UUID
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 1)
+            bindings.append(userID)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> AlpacaConnectionRecord {
+            let (ciphertext, keyID, scope, status, connectedAt) = try row.decode((String, String, String, String, Date).self)
             return AlpacaConnectionRecord(
                 userID: userID, token: SealedCredential(ciphertext: ciphertext, keyID: keyID), scope: scope,
                 status: AlpacaConnectionRecord.Status(rawValue: status) ?? .connectionLost, connectedAt: connectedAt
             )
         }
-        return nil
     }
 
     /// Stores a new connection, replacing any earlier one of the same user.
