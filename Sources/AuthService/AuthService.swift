@@ -1,3 +1,4 @@
+import ClauDatabase
 import ClauSupport
 import Foundation
 import Logging
@@ -68,7 +69,7 @@ public struct AuthService: Service {
         do {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await postgres.run() }
-                try await checkDatabase(timeout: configuration.databaseStartupTimeout)
+                try await postgres.checkMigrated(schema: "auth", timeout: configuration.databaseStartupTimeout)
                 group.addTask { try await outbox.run() }
                 group.addTask { await purgeExpiredState() }
                 try await server.run()
@@ -98,25 +99,4 @@ extension AuthService {
             try? await Task.sleep(for: .seconds(600))
         }
     }
-
-    /// postgres-nio's client retries forever on a wrong password or a missing database: fail the
-    /// start instead, with a message that names the problem but no credential.
-    public func checkDatabase(timeout: Duration) async throws {
-        let logger = Logger(label: "clau-auth.startup")
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                try await postgres.query("SELECT count(*) FROM auth.schema_migrations", logger: logger)
-                return true
-            }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return false
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), first else {
-                throw StartupError("PostgreSQL did not answer within \(timeout) (check the socket path, role, password and that `clauctl migrate --schema auth` ran)")
-            }
-        }
-    }
 }
-

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import ClauDatabase
 import ClauSupport
 import Foundation
 import Logging
@@ -78,7 +79,7 @@ public struct BrokerService: Service {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await postgres.run() }
                 group.addTask { try await vaultTransport.run() }
-                try await checkDatabase(timeout: configuration.databaseStartupTimeout)
+                try await postgres.checkMigrated(schema: "broker", timeout: configuration.databaseStartupTimeout)
                 group.addTask { await purgeSpentOAuthStates() }
                 try await server.run()
                 group.cancelAll()
@@ -102,25 +103,4 @@ public struct BrokerService: Service {
             try? await Task.sleep(for: .seconds(600))
         }
     }
-
-    /// postgres-nio's client retries forever on a wrong password or a missing database: fail the
-    /// start instead, with a message that names the problem but no credential.
-    public func checkDatabase(timeout: Duration) async throws {
-        let logger = Logger(label: "clau-broker.startup")
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                try await postgres.query("SELECT count(*) FROM broker.schema_migrations", logger: logger)
-                return true
-            }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return false
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), first else {
-                throw StartupError("PostgreSQL did not answer within \(timeout) (check the socket path, role, password and that `clauctl migrate --schema broker` ran)")
-            }
-        }
-    }
 }
-

@@ -132,15 +132,7 @@ struct AuthMain: AsyncParsableCommand {
             keys.append(try await SigningKey.load(pem: try SecretFile.readString(at: path), algorithm: .rs256, kid: signingKid))
         }
 
-        var password: String?
-        if let dbPasswordFile {
-            password = try SecretFile.readString(at: dbPasswordFile)
-        } else if let path = SecretFile.credentialPath("db-password"), FileManager.default.fileExists(atPath: path) {
-            password = try SecretFile.readString(at: path)
-        }
-        var database = PostgresClient.Configuration(unixSocketPath: dbSocket, username: dbUser, password: password, database: dbName)
-        guard (1...100).contains(dbConnections) else { throw StartupError("--db-connections must be between 1 and 100") }
-        database.useFixedLocalPool(connections: dbConnections)
+        let database = try PostgresClient.Configuration.service(socket: dbSocket, user: dbUser, database: dbName, connections: dbConnections, passwordFile: dbPasswordFile)
         guard let secretPath = secretFile ?? SecretFile.credentialPath("auth-secret") else {
             throw StartupError("no auth secret: pass --secret-file, or run under systemd with LoadCredential=auth-secret")
         }

@@ -123,15 +123,7 @@ struct BrokerMain: AsyncParsableCommand {
         guard let mode = mode_t(socketMode, radix: 8), mode <= 0o777 else { throw StartupError("--socket-mode \(socketMode) is not an octal file mode") }
         let edges = try Set(edgeUsers.map(UserLookup.uid(of:)))
         guard !edges.isEmpty else { throw StartupError("--edge-user is required: without it no request reaches the broker") }
-        var password: String?
-        if let dbPasswordFile {
-            password = try SecretFile.readString(at: dbPasswordFile)
-        } else if let path = SecretFile.credentialPath("db-password"), FileManager.default.fileExists(atPath: path) {
-            password = try SecretFile.readString(at: path)
-        }
-        var database = PostgresClient.Configuration(unixSocketPath: dbSocket, username: dbUser, password: password, database: dbName)
-        guard (1...100).contains(dbConnections) else { throw StartupError("--db-connections must be between 1 and 100") }
-        database.useFixedLocalPool(connections: dbConnections)
+        let database = try PostgresClient.Configuration.service(socket: dbSocket, user: dbUser, database: dbName, connections: dbConnections, passwordFile: dbPasswordFile)
 
         let alpaca = AlpacaConfiguration(
             apiBaseURL: alpacaApiUrl, oauthTokenURL: alpacaTokenUrl, clientID: try required(alpacaClientId, "alpaca-client-id"),
