@@ -98,6 +98,7 @@ let package = Package(
             name: "VaultService",
             dependencies: [
                 "RPC", "ClauSupport",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),

@@ -76,8 +76,9 @@ r("post", "/v1/admin/users/{userId}/sessions/revoke", "admin", "RevokeSessionsRe
 r("post", "/v1/admin/users/{userId}/unlock", "admin", None, "200", "Unlocked", "Unlock a user", ["401", "403", "404", "503"])
 r("post", "/v1/admin/ip-blocks", "admin", "BlockIPRequest", "204", None, "Block an IP (every edge refuses it)", ["400", "401", "403", "415", "422", "503"])
 r("delete", "/v1/admin/ip-blocks/{ip}", "admin", None, "204", None, "Unblock an IP", ["401", "403", "404", "503"])
-r("post", "/v1/admin/keys/fernet/rotate", "admin", None, "200", "FernetRewrap", "Re-wrap stored tokens under the vault's current Fernet key (R-11)", [],
-  description="Add the new key to the vault first (clauctl vault rotate). Calls the broker's RewrapAll batch after batch for about 20 s: 200 when done, 202 with what remains (call again; resumable).",
+r("post", "/v1/admin/keys/fernet/rotate", "admin", None, "200", "FernetRewrap", "Rotate the Fernet key: the vault adds a key, stored tokens are re-wrapped under it (R-11)",
+  [("409", "key_source_read_only: the vault's key file is a read-only credential (rotate with clauctl vault rotate and restart the vault); too_many_keys: retire an old key first")],
+  description="The vault generates and persists a new current key, unless an earlier re-wrap is unfinished: then no key is added (key_added false) and this call goes on with it. Calls the broker's RewrapAll batch after batch for about 20 s: 200 when done, 202 with what remains (call again; resumable). The old key leaves the vault with clauctl broker retire-key once nothing is under it.",
   extra_success={"202": ("FernetRewrap", "Not done within the time budget: call again")})
 r("post", "/v1/admin/keys/jwt/rotate", "admin", None, "200", "RotatedKey", "Rotate JWT signing keys", ["401", "403", "503"])
 r("get", "/v1/admin/audit-log", "admin", None, "200", "AuditEvents", "Read the audit log (?after_id, ?limit 1-500)", ["401", "403", "503"])
@@ -184,7 +185,8 @@ schemas.update({
         "status": {"enum": ["none", "incomplete", "trialing", "active", "past_due", "canceled", "unpaid"]}, "current_period_end": s(format="date-time")}},
     "StripeEvent": {"type": "object", "description": "A Stripe event, exactly as Stripe sent it (the signature covers the raw bytes)"},
     "WebhookReceived": {"type": "object", "required": ["received"], "properties": {"received": {"const": True}}},
-    "FernetRewrap": {"type": "object", "required": ["rewrapped", "failed", "remaining", "done", "current_key_id"], "properties": {
+    "FernetRewrap": {"type": "object", "required": ["key_added", "rewrapped", "failed", "remaining", "done", "current_key_id"], "properties": {
+        "key_added": {"type": "boolean", "description": "False when this call only went on with an unfinished re-wrap"},
         "rewrapped": {"type": "integer", "minimum": 0}, "failed": {"type": "integer", "minimum": 0, "description": "Ciphertexts no vault key opens"},
         "remaining": {"type": "integer", "minimum": 0}, "done": {"type": "boolean"}, "current_key_id": s()}},
 })

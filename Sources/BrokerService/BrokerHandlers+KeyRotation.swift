@@ -2,10 +2,10 @@ import Foundation
 import Logging
 import RPC
 
-/// Fernet key rotation (R-11). An operator adds a key to the vault (it becomes the current one);
-/// then `RewrapAll` is called until `done`: each call re-wraps one batch of the ciphertexts still
-/// under an older key. Batches are picked by key id, so a crashed run is resumed by calling again;
-/// once `RotationStatus` shows no stale ciphertext the old key can leave the vault.
+/// Fernet key rotation (R-11). `BeginKeyRotation` makes the vault add a key (it becomes the current
+/// one); then `RewrapAll` is called until `done`: each call re-wraps one batch of the ciphertexts
+/// still under an older key. Batches are picked by key id, so a crashed run is resumed by calling
+/// again; once no ciphertext is under an old key, `RetireKey` takes it out of the vault.
 extension BrokerHandlers {
     /// Items per `Rewrap` call when the request names no size.
     public static let defaultRewrapBatch = 500
@@ -58,6 +58,55 @@ extension BrokerHandlers {
         response.currentKeyID = currentKeyID
         response.ciphertextsByKeyID = counts.byKeyID
         response.stale = counts.stale
+        return response
+    }
+
+    public func beginKeyRotation(_ request: BrokerBeginKeyRotationRequest, _ context: ServerContext) async throws -> BrokerBeginKeyRotationResponse {
+        let options = context.downstreamOptions()
+        var currentKeyID = try await vault.currentKeyID(options: options)
+        var counts = try await store.ciphertextCounts(currentKeyID: currentKeyID, logger: context.logger)
+        // An unfinished re-wrap is finished first: adding a key now would leave ciphertexts under
+        // two old keys, and a retried request would pile up keys.
+        let addKey = counts.stale == 0
+        if addKey {
+            currentKeyID = try await vault.addKey(options: options)[0]
+            counts = try await store.ciphertextCounts(currentKeyID: currentKeyID, logger: context.logger)
+        }
+        context.logger.notice("fernet key rotation", metadata: [
+            "event": "key_rotation", "risk": "high", "key_added": "\(addKey)", "current_key_id": "\(currentKeyID)",
+            "stale": "\(counts.stale)", "caller_uid": "\(context.peer.uid)",
+        ])
+        var response = BrokerBeginKeyRotationResponse()
+        response.keyAdded = addKey
+        response.currentKeyID = currentKeyID
+        response.stale = counts.stale
+        return response
+    }
+
+    /// Only once no ciphertext that a key still opens is under `key_id`: retiring it earlier would
+    /// lose those credentials for good.
+    public func retireKey(_ request: BrokerRetireKeyRequest, _ context: ServerContext) async throws -> BrokerRetireKeyResponse {
+        let keyID = request.keyID
+        _ = try UntrustedText.check(keyID, field: "key_id", maximumLength: 64)
+        let options = context.downstreamOptions()
+        let currentKeyID = try await vault.currentKeyID(options: options)
+        guard keyID != currentKeyID else { throw RPCError(code: .failedPrecondition, message: "current_key") }
+        let counts = try await store.ciphertextCounts(currentKeyID: currentKeyID, logger: context.logger)
+        let needed = counts.openableByKeyID[keyID] ?? 0
+        guard needed == 0 else {
+            context.logger.warning("fernet key retirement refused", metadata: [
+                "event": "key_rotation", "risk": "high", "key_id": "\(keyID)", "ciphertexts": "\(needed)", "caller_uid": "\(context.peer.uid)",
+            ])
+            throw RPCError(code: .failedPrecondition, message: "key_in_use", details: ["ciphertexts": "\(needed)"])
+        }
+        let ids = try await vault.retireKey(keyID, options: options)
+        context.logger.notice("fernet key retired", metadata: [
+            "event": "key_rotation", "risk": "high", "key_id": "\(keyID)", "current_key_id": "\(ids.first ?? "")",
+            "caller_uid": "\(context.peer.uid)",
+        ])
+        var response = BrokerRetireKeyResponse()
+        response.currentKeyID = ids.first ?? ""
+        response.keyIds = ids
         return response
     }
 }

@@ -74,6 +74,36 @@ public struct CredentialVault: Sendable {
         return response.results.map { $0.ok ? SealedCredential(ciphertext: $0.token, keyID: $0.toKeyID) : nil }
     }
 
+    /// Asks the vault for a new current key; the key ids now held, current first. The
+    /// vault's refusals (read-only key source, too many keys) come back as FAILED_PRECONDITION
+    /// whose message is the reason's code.
+    public func addKey(options: CallOptions) async throws -> [String] {
+        do {
+            return try await client.addKey(VaultAddKeyRequest(), options: options).keyIds
+        } catch let error as RPCError {
+            throw Self.keyChangeError(error)
+        }
+    }
+
+    /// Removes a key that is not current from the vault; the key ids now held, current first.
+    public func retireKey(_ keyID: String, options: CallOptions) async throws -> [String] {
+        var request = VaultRetireKeyRequest()
+        request.keyID = keyID
+        do {
+            return try await client.retireKey(request, options: options).keyIds
+        } catch let error as RPCError {
+            throw Self.keyChangeError(error)
+        }
+    }
+
+    static func keyChangeError(_ error: RPCError) -> RPCError {
+        switch error.code {
+        case .failedPrecondition: RPCError(code: .failedPrecondition, message: error.details["reason"] ?? "key_change_refused")
+        case .notFound: RPCError(code: .notFound, message: "unknown_key")
+        default: unavailable(error)
+        }
+    }
+
     /// The vault's own errors are not the user's: a refused or failing vault is the broker being
     /// unavailable (its rate limit included), with a deadline passed on as such.
     static func unavailable(_ error: RPCError) -> RPCError {

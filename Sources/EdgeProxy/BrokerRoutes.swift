@@ -211,11 +211,14 @@ enum FernetRotationRoutes {
     /// `done == false` forever must not keep the request alive).
     static let maximumBatches = 1000
 
-    /// The vault's new key is an operator step (`clauctl vault rotate`); this re-wraps every stored
-    /// ciphertext under it, calling `RewrapAll` until `done`, no progress, or the time budget: 200
-    /// when done, 202 with what remains otherwise (call again to continue; each batch is resumable).
+    /// The vault adds a key (unless an earlier re-wrap is unfinished: then this call finishes it),
+    /// then every stored ciphertext is re-wrapped under it, calling `RewrapAll` until `done`, no
+    /// progress, or the time budget: 200 when done, 202 with what remains otherwise (call again to
+    /// continue; no second key is added while anything remains). Retiring the old key is an
+    /// operator step (`clauctl broker retire-key`).
     static func rotate(_ call: EdgeCall) async throws -> EdgeReply {
         let deadline = ContinuousClock.now + call.app.configuration.fernetRewrapBudget
+        let begun = try await call.broker(BrokerAPI.beginKeyRotation, BrokerBeginKeyRotationRequest())
         var rewrapped: UInt64 = 0
         var failed: UInt64 = 0
         var last = BrokerRewrapAllResponse()
@@ -225,8 +228,8 @@ enum FernetRotationRoutes {
             failed += last.failed
             if last.done || last.rewrapped == 0 || ContinuousClock.now >= deadline { break }
         }
-        return .json(["rewrapped": rewrapped, "failed": failed, "remaining": last.remaining, "done": last.done,
-                      "current_key_id": last.currentKeyID], status: last.done ? .ok : .accepted)
+        return .json(["key_added": begun.keyAdded, "rewrapped": rewrapped, "failed": failed, "remaining": last.remaining,
+                      "done": last.done, "current_key_id": last.currentKeyID], status: last.done ? .ok : .accepted)
     }
 }
 

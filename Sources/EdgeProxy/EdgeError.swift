@@ -142,6 +142,8 @@ extension RPCError: EdgeErrorConvertible {
         case "invalid_grant": "Alpaca refused the authorization code; start the connection again"
         case "alpaca_not_connected": "no Alpaca account is connected"
         case "alpaca_connection_lost": "Alpaca refused the stored authorization; reconnect Alpaca"
+        case "key_source_read_only": "the vault cannot write its key file (a read-only credential): rotate with clauctl vault rotate and restart the vault"
+        case "too_many_keys": "the vault holds the most keys it takes: retire an old key first (clauctl broker retire-key)"
         default: code.replacingOccurrences(of: "_", with: " ")
         }
     }

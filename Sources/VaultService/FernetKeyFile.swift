@@ -25,6 +25,10 @@ public enum FernetKeyFileError: Error, Equatable, Sendable, CustomStringConverti
     case malformedKey(path: String, line: Int)
     /// `rotate` was asked to add a key that the file already holds.
     case duplicateKey(path: String, keyID: String)
+    /// `remove` was asked for a key id the file does not hold.
+    case unknownKey(path: String, keyID: String)
+    /// `remove` was asked for the current (first) key.
+    case currentKey(path: String, keyID: String)
     case writeFailed(path: String, step: String, reason: String)
 
     public var description: String {
@@ -46,8 +50,12 @@ public enum FernetKeyFileError: Error, Equatable, Sendable, CustomStringConverti
             "Fernet key file \(path), line \(line): not a Fernet key (expected 32 bytes as URL-safe base64 with padding)"
         case .duplicateKey(let path, let keyID):
             "Fernet key file \(path) already contains key \(keyID)"
+        case .unknownKey(let path, let keyID):
+            "Fernet key file \(path) holds no key \(keyID)"
+        case .currentKey(let path, let keyID):
+            "Fernet key \(keyID) is the current key of \(path); add a newer key before removing it"
         case .writeFailed(let path, let step, let reason):
-            "Fernet key file \(path) could not be rotated: \(step) failed: \(reason)"
+            "Fernet key file \(path) could not be rewritten: \(step) failed: \(reason)"
         }
     }
 
@@ -73,14 +81,57 @@ public enum FernetKeyFile {
         return try parse(contents, path: path)
     }
 
-    /// Prepends `newKey` as the current key, keeping every previous key and comment.
-    ///
-    /// Crash-safe replacement: the new contents go to a temporary file in the same directory
-    /// (created 0600 with `O_CREAT|O_EXCL`, so it is never readable by others), are fsynced and
-    /// set to 0400, then renamed over the original and the directory is fsynced. A reader sees
-    /// either the old or the new file, never a partial one. Rotations of the same directory are
-    /// serialised with `flock` on the directory. The new file keeps the original's owner and group.
+    /// Prepends `newKey` as the current key, keeping every previous key and comment. Crash-safe
+    /// (see `rewrite`).
     public static func rotate(path: String, newKey: FernetKey) throws(FernetKeyFileError) {
+        try rewrite(path: path) { original, existingKeys throws(FernetKeyFileError) in
+            if existingKeys.contains(newKey) {
+                throw .duplicateKey(path: path, keyID: newKey.id)
+            }
+            var newContents = Array(newKey.base64URLEncoded.utf8)
+            newContents.append(UInt8(ascii: "\n"))
+            newContents.append(contentsOf: original)
+            return newContents
+        }
+    }
+
+    /// Removes the key whose id is `keyID`, keeping every other line. The current (first) key
+    /// cannot be removed. Same crash-safe replacement as `rotate`.
+    public static func remove(path: String, keyID: String) throws(FernetKeyFileError) {
+        try rewrite(path: path) { original, existingKeys throws(FernetKeyFileError) in
+            guard let index = existingKeys.firstIndex(where: { $0.id == keyID }) else {
+                throw .unknownKey(path: path, keyID: keyID)
+            }
+            guard index > 0 else { throw .currentKey(path: path, keyID: keyID) }
+            var newContents: [UInt8] = []
+            newContents.reserveCapacity(original.count)
+            for line in original.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+                let key = line.withUnsafeBufferPointer { buffer -> FernetKey? in
+                    var first = 0
+                    var last = buffer.count
+                    while first < last && isBlank(buffer[first]) { first += 1 }
+                    while last > first && isBlank(buffer[last - 1]) { last -= 1 }
+                    return FernetKey.parse(base64URL: UnsafeBufferPointer(rebasing: buffer[first..<last]))
+                }
+                if key?.id == keyID { continue }
+                newContents.append(contentsOf: line)
+                newContents.append(UInt8(ascii: "\n"))
+            }
+            // split keeps a last empty piece after the final newline; do not add a second one.
+            if original.last == UInt8(ascii: "\n"), newContents.last == UInt8(ascii: "\n") { newContents.removeLast() }
+            return newContents
+        }
+    }
+
+    /// Replaces the file with `transform(contents, keys)`: the new contents go to a temporary file
+    /// in the same directory (created 0600 with `O_CREAT|O_EXCL`, so it is never readable by
+    /// others), are fsynced and set to 0400, then renamed over the original and the directory is
+    /// fsynced. A reader sees either the old or the new file, never a partial one. Changes to the
+    /// same directory are serialised with `flock` on the directory. The new file keeps the
+    /// original's owner and group, and must still hold a key.
+    private static func rewrite(
+        path: String, _ transform: ([UInt8], [FernetKey]) throws(FernetKeyFileError) -> [UInt8]
+    ) throws(FernetKeyFileError) {
         let (directory, fileName) = split(path: path)
 
         let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -95,14 +146,9 @@ public enum FernetKeyFile {
         var (original, originalStatus) = try readSecureFile(path: path)
         defer { FernetKey.wipe(&original) }
         let existingKeys = try parse(original, path: path)
-        if existingKeys.contains(newKey) {
-            throw .duplicateKey(path: path, keyID: newKey.id)
-        }
-
-        var newContents = Array(newKey.base64URLEncoded.utf8)
-        newContents.append(UInt8(ascii: "\n"))
-        newContents.append(contentsOf: original)
+        var newContents = try transform(original, existingKeys)
         defer { FernetKey.wipe(&newContents) }
+        _ = try parse(newContents, path: path)
 
         let temporaryPath = "\(directory)/.\(fileName).rotate-\(randomHex(bytes: 8))"
         try writeReadOnlyFile(

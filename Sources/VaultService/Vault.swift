@@ -14,7 +14,8 @@ public struct Vault: Sendable {
     /// names the setting or file at fault, never key material.
     public static func build(configuration: VaultConfiguration, logger: Logger) throws -> Vault {
         let keys = try loadKeys(configuration.keySource)
-        let handlers = try VaultHandlers(keys: keys, decryptsPerMinutePerCaller: configuration.decryptsPerMinutePerCaller, logger: logger)
+        let keyFile: String? = if case .file(let path) = configuration.keySource { path } else { nil }
+        let handlers = try VaultHandlers(keys: keys, keyFile: keyFile, decryptsPerMinutePerCaller: configuration.decryptsPerMinutePerCaller, logger: logger)
         var serverConfiguration = UnixSocketServer.Configuration(path: configuration.socketPath)
         serverConfiguration.socketMode = configuration.socketMode
         serverConfiguration.socketGroup = configuration.socketGroup

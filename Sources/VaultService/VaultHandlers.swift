@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOPosix
 import RPC
 import Synchronization
 
@@ -9,9 +10,16 @@ public final class VaultHandlers: VaultRPCHandler {
     private let cipher: Mutex<ContextBoundCipher>
     private let decryptLimiter: PerCallerRateLimiter
     private let audit: Logger
+    /// The key file `AddKey`/`RetireKey` rewrite; nil when the keys cannot be written (the
+    /// development key).
+    private let keyFile: String?
+    /// Serialises key-file changes with the reload that follows each, so the keys in memory are
+    /// always those of the file's latest version.
+    private let keyFileChange = Mutex(())
 
-    public init(keys: [FernetKey], decryptsPerMinutePerCaller: Int, logger: Logger) throws {
+    public init(keys: [FernetKey], keyFile: String? = nil, decryptsPerMinutePerCaller: Int, logger: Logger) throws {
         self.cipher = Mutex(try ContextBoundCipher(keys: keys))
+        self.keyFile = keyFile
         self.decryptLimiter = PerCallerRateLimiter(limit: decryptsPerMinutePerCaller, window: .seconds(60))
         var audit = logger
         audit[metadataKey: "audit"] = "true"
@@ -31,6 +39,90 @@ public final class VaultHandlers: VaultRPCHandler {
             "event": "key_rotation", "risk": "medium",
             "previous_key_id": "\(previous)", "current_key_id": "\(new.fernet.currentKeyID)", "key_count": "\(keys.count)",
         ])
+    }
+
+    /// A key generated here becomes current only once the key file holds it (fsynced), so no
+    /// token is ever sealed under a key that a restart would lose. File I/O runs on NIO's thread
+    /// pool, not on the caller's event loop.
+    public func addKey(_ request: VaultAddKeyRequest, _ context: ServerContext) async throws -> VaultAddKeyResponse {
+        let ids = try await changeKeyFile(context: context, event: "vault_key_added") { path, keys in
+            guard keys.count < VaultAPI.maximumKeys else {
+                throw KeyFileRefusal(code: "too_many_keys", message: "the vault holds \(keys.count) keys, the most it takes: retire an old key first")
+            }
+            try FernetKeyFile.rotate(path: path, newKey: FernetKey.generate())
+        }
+        var response = VaultAddKeyResponse()
+        response.currentKeyID = ids[0]
+        response.keyIds = ids
+        return response
+    }
+
+    /// Removes a key that is not current. The broker calls this only after checking that no
+    /// stored ciphertext is under the key.
+    public func retireKey(_ request: VaultRetireKeyRequest, _ context: ServerContext) async throws -> VaultRetireKeyResponse {
+        let keyID = request.keyID
+        let ids = try await changeKeyFile(context: context, event: "vault_key_retired") { path, keys in
+            try FernetKeyFile.remove(path: path, keyID: keyID)
+        }
+        var response = VaultRetireKeyResponse()
+        response.currentKeyID = ids[0]
+        response.keyIds = ids
+        return response
+    }
+
+    /// A refusal that is the caller's to fix (FAILED_PRECONDITION with a code).
+    struct KeyFileRefusal: Error {
+        var code: String
+        var message: String
+    }
+
+    /// Runs `change` on the key file, then reloads it; audited either way (R-19). Returns the
+    /// key ids now in use, current first.
+    private func changeKeyFile(
+        context: ServerContext, event: String,
+        _ change: @escaping @Sendable (String, [FernetKey]) throws -> Void
+    ) async throws -> [String] {
+        var metadata: Logger.Metadata = [
+            "event": "\(event)", "risk": "high", "caller_uid": "\(context.peer.uid)", "caller_pid": "\(context.peer.pid)",
+            "request_id": "\(context.requestID)",
+        ]
+        guard let keyFile else {
+            throw RPCError(code: .failedPrecondition, message: "the development key cannot be rotated", details: ["reason": "key_source_read_only"])
+        }
+        do {
+            let ids = try await NIOThreadPool.singleton.runIfActive { [self] in
+                try keyFileChange.withLock { _ in
+                    try change(keyFile, cipher.withLock { $0.fernet.keys })
+                    let keys = try FernetKeyFile.load(path: keyFile)
+                    try reload(keys: keys)
+                    return keys.map(\.id)
+                }
+            }
+            metadata["result"] = "ok"
+            metadata["current_key_id"] = "\(ids[0])"
+            metadata["key_count"] = "\(ids.count)"
+            audit.notice("vault key file changed", metadata: metadata)
+            return ids
+        } catch {
+            let rpcError: RPCError = switch error {
+            case let refusal as KeyFileRefusal:
+                RPCError(code: .failedPrecondition, message: refusal.message, details: ["reason": refusal.code])
+            case FernetKeyFileError.unknownKey:
+                RPCError(code: .notFound, message: "the vault holds no such key")
+            case FernetKeyFileError.currentKey:
+                RPCError(code: .failedPrecondition, message: "the current key cannot be retired", details: ["reason": "current_key"])
+            case FernetKeyFileError.writeFailed, FernetKeyFileError.unreadable:
+                // e.g. a read-only systemd credential: the operator rotates the source file instead.
+                RPCError(code: .failedPrecondition, message: "the vault cannot write its key file; rotate it with `clauctl vault rotate` and restart the vault", details: ["reason": "key_source_read_only"])
+            default:
+                RPCError(code: .internalError, message: "internal error")
+            }
+            metadata["result"] = "refused"
+            metadata["reason"] = "\(rpcError.details["reason"] ?? rpcError.code.description)"
+            metadata["error"] = "\(error)"
+            audit.warning("vault key file change refused", metadata: metadata)
+            throw rpcError
+        }
     }
 
     /// Every method of Protos/vault.proto's `service Vault` (generated: vault.rpc.swift).

@@ -51,7 +51,7 @@ struct BrokerMain: AsyncParsableCommand {
     @Option(name: .customLong("edge-user"), help: "User (name or uid) allowed to call every method. Repeatable.")
     var edgeUsers: [String] = []
 
-    @Option(name: .customLong("admin-user"), help: "User (name or uid) allowed to call RewrapAll and RotationStatus. Repeatable.")
+    @Option(name: .customLong("admin-user"), help: "User (name or uid) allowed the key-rotation methods (BeginKeyRotation, RewrapAll, RotationStatus, RetireKey; clauctl broker). Repeatable.")
     var adminUsers: [String] = []
 
     @Option(help: "Alpaca Trading API base URL: https://paper-api.alpaca.markets (paper) or https://api.alpaca.markets (live).")

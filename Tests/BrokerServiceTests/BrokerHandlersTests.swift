@@ -302,6 +302,10 @@ struct BrokerHandlersTests {
 
     // MARK: Key rotation
 
+    /// R-11 end to end through the broker's RPCs, as `clauctl broker rotate` and the admin route
+    /// run it: the vault adds and persists a key, 10,000 tokens are re-wrapped in batches, the old
+    /// key cannot be retired while a ciphertext needs it and can afterwards, and every token still
+    /// opens to the same plaintext.
     @Test func rotationRewrapsTenThousandTokensAndEverythingDecryptsUnderTheNewKey_R11() async throws {
         try await withBroker { broker in
             let count = 10_000
@@ -322,13 +326,22 @@ struct BrokerHandlersTests {
                 INSERT INTO broker.alpaca_connections (user_id, token_ciphertext, key_id, scope, status, connected_at, updated_at)
                 SELECT u, c, \(oldKeyID), 'trading', 'connected', now(), now() FROM unnest(\(users)::uuid[], \(ciphertexts)::text[]) AS t(u, c)
                 """)
-            let oldKey = try FernetKey(base64URL: String(decoding: try Data(contentsOf: URL(fileURLWithPath: broker.keyFile)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
-            let newKey = FernetKey.generate()
-            try broker.installKeys([newKey, oldKey])
 
             let operatorClient = broker.client(as: BrokerHarness.operatorCLI)
-            var status = try await operatorClient.rotationStatus(BrokerRotationStatusRequest())
-            #expect(status.stale == UInt64(count))
+            let begun = try await operatorClient.beginKeyRotation(BrokerBeginKeyRotationRequest())
+            #expect(begun.keyAdded && begun.currentKeyID != oldKeyID && begun.stale == UInt64(count))
+            // The new key is in the key file (first), not only in memory: a restart keeps it.
+            let fileKeys = try FernetKeyFile.load(path: broker.keyFile).map(\.id)
+            #expect(fileKeys == [begun.currentKeyID, oldKeyID])
+            // Called again before the re-wrap is done: no second key.
+            let again = try await operatorClient.beginKeyRotation(BrokerBeginKeyRotationRequest())
+            #expect(!again.keyAdded && again.currentKeyID == begun.currentKeyID)
+            await #expect(throws: RPCError(code: .failedPrecondition, message: "key_in_use", details: ["ciphertexts": "\(count)"])) {
+                var retire = BrokerRetireKeyRequest()
+                retire.keyID = oldKeyID
+                _ = try await operatorClient.retireKey(retire)
+            }
+
             var rounds = 0
             var total: UInt64 = 0
             while true {
@@ -342,18 +355,33 @@ struct BrokerHandlersTests {
                 try #require(rounds < 20)
             }
             #expect(total == UInt64(count))
-            status = try await operatorClient.rotationStatus(BrokerRotationStatusRequest())
-            #expect(status.stale == 0 && status.ciphertextsByKeyID == [newKey.id: UInt64(count)])
+            let status = try await operatorClient.rotationStatus(BrokerRotationStatusRequest())
+            #expect(status.stale == 0 && status.ciphertextsByKeyID == [begun.currentKeyID: UInt64(count)])
 
-            // The old key leaves the vault; every token still opens, to the same plaintext.
-            try broker.installKeys([newKey])
+            // The current key never leaves; the old one does, from the file too.
+            await #expect(throws: RPCError(code: .failedPrecondition, message: "current_key")) {
+                var retire = BrokerRetireKeyRequest()
+                retire.keyID = begun.currentKeyID
+                _ = try await operatorClient.retireKey(retire)
+            }
+            var retire = BrokerRetireKeyRequest()
+            retire.keyID = oldKeyID
+            let retired = try await operatorClient.retireKey(retire)
+            #expect(retired.keyIds == [begun.currentKeyID])
+            #expect(try FernetKeyFile.load(path: broker.keyFile).map(\.id) == [begun.currentKeyID])
+            await #expect(throws: RPCError(code: .notFound, message: "unknown_key")) { _ = try await operatorClient.retireKey(retire) }
+            // Only operators retire keys (the edge's admin route cannot).
+            await #expect(throws: RPCError.self) { _ = try await broker.broker.retireKey(retire) }
+
+            // Every token still opens under the remaining key, to the same plaintext.
+            try broker.vault.reloadKeys()
             let rows = try await broker.postgres.query("SELECT user_id, token_ciphertext FROM broker.alpaca_connections", logger: Logger(label: "t"))
             var stored: [UUID: String] = [:]
             for try await (user, ciphertext) in rows.decode((UUID, String).self) { stored[user] = ciphertext }
             let expected = Dictionary(uniqueKeysWithValues: zip(users, tokens))
             var opened = 0
             for (user, ciphertext) in stored {
-                let plaintext = try await broker.handlers.vault.open(SealedCredential(ciphertext: ciphertext, keyID: newKey.id), for: CredentialContext(provider: .alpaca, userID: user), options: CallOptions())
+                let plaintext = try await broker.handlers.vault.open(SealedCredential(ciphertext: ciphertext, keyID: begun.currentKeyID), for: CredentialContext(provider: .alpaca, userID: user), options: CallOptions())
                 if plaintext == expected[user] { opened += 1 }
             }
             #expect(opened == count)

@@ -13,7 +13,10 @@ struct BrokerServiceSurfaceTests {
         BrokerAPI.accessPolicy(callers: BrokerRPCCallers(edge: CallerAllowlist(uids: [edgeUID]), admin: CallerAllowlist(uids: [adminUID])))
     }
 
-    static let operatorMethods: Set<String> = [BrokerAPI.rewrapAll.fullName, BrokerAPI.rotationStatus.fullName]
+    /// Rotation methods the edge's admin route and operators both call.
+    static let operatorMethods: Set<String> = [BrokerAPI.rewrapAll.fullName, BrokerAPI.rotationStatus.fullName, BrokerAPI.beginKeyRotation.fullName]
+    /// Removing a key is destructive: operators on the host only, never through the edge.
+    static let operatorOnlyMethods: Set<String> = [BrokerAPI.retireKey.fullName]
 
     func callers(of method: String) -> Set<UInt32> {
         Set([edgeUID, adminUID, vaultUID, 0].filter { policy.allows(method: method, peer: PeerCredentials(pid: 1, uid: $0, gid: 9999)) })
@@ -21,13 +24,13 @@ struct BrokerServiceSurfaceTests {
 
     @Test func everyMethodHasARuleUnderTheBrokerService_X1() {
         #expect(Set(policy.rules.keys) == Set(BrokerAPI.methodNames))
-        #expect(BrokerAPI.methodNames.count == 18)
+        #expect(BrokerAPI.methodNames.count == 20)
         #expect(Set(BrokerAPI.methodNames).count == BrokerAPI.methodNames.count)
         #expect(BrokerAPI.methodNames.allSatisfy { $0.hasPrefix("clau.broker.Broker/") })
     }
 
     @Test func userMethodsAdmitTheEdgeOnly_X1() {
-        let userMethods = BrokerAPI.methodNames.filter { !Self.operatorMethods.contains($0) }
+        let userMethods = BrokerAPI.methodNames.filter { !Self.operatorMethods.contains($0) && !Self.operatorOnlyMethods.contains($0) }
         #expect(userMethods.count == 16)
         for method in userMethods {
             #expect(callers(of: method) == [edgeUID], "\(method)")
@@ -46,6 +49,9 @@ struct BrokerServiceSurfaceTests {
     @Test func rotationMethodsAdmitTheEdgeAndOperatorsOnly_X1_R11() {
         for method in Self.operatorMethods {
             #expect(callers(of: method) == [edgeUID, adminUID], "\(method)")
+        }
+        for method in Self.operatorOnlyMethods {
+            #expect(callers(of: method) == [adminUID], "\(method)")
         }
     }
 

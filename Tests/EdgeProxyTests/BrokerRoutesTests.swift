@@ -210,6 +210,24 @@ final class TestBroker: BrokerRPCHandler {
         try record("RotationStatus", "", request, context)
         return BrokerRotationStatusResponse()
     }
+
+    /// Adds a key only when nothing is stale; five ciphertexts are then under the old key.
+    func beginKeyRotation(_ request: BrokerBeginKeyRotationRequest, _ context: ServerContext) async throws -> BrokerBeginKeyRotationResponse {
+        try record("BeginKeyRotation", "", request, context)
+        return state.withLock { state in
+            var response = BrokerBeginKeyRotationResponse()
+            response.keyAdded = state.stale == 0
+            if response.keyAdded { state.stale = 5 }
+            response.stale = state.stale
+            response.currentKeyID = "key-2"
+            return response
+        }
+    }
+
+    func retireKey(_ request: BrokerRetireKeyRequest, _ context: ServerContext) async throws -> BrokerRetireKeyResponse {
+        try record("RetireKey", "", request, context)
+        return BrokerRetireKeyResponse()
+    }
 }
 
 /// The edge (real auth behind it) with `broker` served on a real Unix socket; nil: the socket path
@@ -591,8 +609,9 @@ struct BrokerRoutesTests {
         #expect(try await documented.validate() == "OK")
     }
 
-    /// R-11/C-19: the admin route re-wraps batch after batch until done (200), or answers 202 with
-    /// what remains when its time budget runs out; admin checks come first (C-8).
+    /// R-11/C-19: the admin route has the vault add a key, then re-wraps batch after batch until
+    /// done (200), or answers 202 with what remains when its time budget runs out (and a second
+    /// call adds no key while anything remains); admin checks come first (C-8).
     @Test func fernetRotationRewrapsUntilDone_R11_C8() async throws {
         let broker = TestBroker()
         let documented = OpenAPIResponseLog()
@@ -605,13 +624,23 @@ struct BrokerRoutesTests {
             #expect(try await edge.send(.post, path, headers: [.authorization: "Bearer \(admin)"]).status == .forbidden)
             #expect(broker.received.isEmpty)
 
-            broker.setStale(5)
+            broker.setStale(0)
             let done = try await edge.send(.post, path, headers: [.authorization: "Bearer \(admin)", Self.adminKeyHeader: adminKey])
             #expect(done.status == .ok, "\(done.text)")
             let object = try done.jsonObject()
+            #expect(object["key_added"] as? Bool == true)
             #expect(object["rewrapped"] as? Int == 5 && object["remaining"] as? Int == 0 && object["done"] as? Bool == true && object["current_key_id"] as? String == "key-2")
-            #expect(broker.received.map(\.method) == ["RewrapAll", "RewrapAll", "RewrapAll"])
+            #expect(broker.received.map(\.method) == ["BeginKeyRotation", "RewrapAll", "RewrapAll", "RewrapAll"])
             documented.add(.post, path, done)
+
+            // The vault cannot write its key file: 409 with the reason, and nothing re-wrapped.
+            broker.reset()
+            broker.fail("BeginKeyRotation", with: RPCError(code: .failedPrecondition, message: "key_source_read_only"))
+            let refused = try await edge.send(.post, path, headers: [.authorization: "Bearer \(admin)", Self.adminKeyHeader: adminKey])
+            #expect(refused.status == .conflict)
+            #expect(try refused.errorCode() == "key_source_read_only")
+            #expect(broker.received.map(\.method) == ["BeginKeyRotation"])
+            documented.add(.post, path, refused)
         }
         try await withBrokerEdge(broker, configure: { $0.fernetRewrapBudget = .zero }) { edge in
             let admin = try signed(TestClaims(sub: UUID().uuidString.lowercased(), role: "admin", amr: ["pwd", "otp"], authTime: Date()), key: edge.signingKey)
@@ -620,6 +649,7 @@ struct BrokerRoutesTests {
             let partial = try await edge.send(.post, "/v1/admin/keys/fernet/rotate", headers: [.authorization: "Bearer \(admin)", Self.adminKeyHeader: adminKey])
             #expect(partial.status == .accepted)
             let object = try partial.jsonObject()
+            #expect(object["key_added"] as? Bool == false)
             #expect(object["rewrapped"] as? Int == 2 && object["remaining"] as? Int == 3 && object["done"] as? Bool == false)
             documented.add(.post, "/v1/admin/keys/fernet/rotate", partial)
         }

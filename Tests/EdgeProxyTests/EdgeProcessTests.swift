@@ -359,7 +359,7 @@ extension EdgeProcessTests {
         try await waitForFile(broker.vaultSocket)
         let brokerProcess = try SpawnedProcess.start(as: Self.brokerUser, directory + "/clau-broker", [
             "--socket", broker.brokerSocket, "--socket-mode", "0666", "--vault-socket", broker.vaultSocket,
-            "--db-socket", deployment.postgresSocket, "--db-connections", "2", "--edge-user", Self.edgeUser,
+            "--db-socket", deployment.postgresSocket, "--db-connections", "2", "--edge-user", Self.edgeUser, "--admin-user", "root",
             "--alpaca-api-url", broker.fakesURL, "--alpaca-token-url", broker.fakesURL + "/oauth/token", "--alpaca-authorize-url", broker.fakesURL + "/oauth/authorize",
             "--alpaca-client-id", "fake-alpaca-client", "--alpaca-redirect-uri", broker.redirectURI,
             "--stripe-api-url", broker.fakesURL, "--stripe-price", "price_clauMonthly",
@@ -484,5 +484,30 @@ extension EdgeProcessTests {
         #expect(await succeeds(as: "root", psql + ["SELECT count(*) FROM broker.alpaca_connections", "-U", "clau_broker"]))
         #expect(!(await succeeds(as: "root", psql + ["SELECT count(*) FROM auth.users", "-U", "clau_broker"])))
         #expect(!(await succeeds(as: "root", psql + ["SELECT count(*) FROM broker.alpaca_connections", "-U", "clau_auth"])))
+
+        // R-11 as an operator runs it: the vault (its own user) writes a new key to the key file
+        // it owns, the broker re-wraps every stored token, the old key is retired, and Alice's
+        // connection still works under the new key alone.
+        let keyFile = deployment.directory + "/vault-keys/fernet-keys"
+        let clauctl = repositoryRoot + "/.build/debug/clauctl"
+        func currentKeyID() async throws -> String {
+            let status = try await Shell.run(clauctl, ["broker", "rotation-status", "--socket", brokerDeployment.brokerSocket])
+            return try #require(status.firstMatch(of: /current key id: ([0-9a-f]+);/).map { String($0.1) }, "\(status)")
+        }
+        func keyLines() throws -> Int {
+            try String(contentsOfFile: keyFile, encoding: .utf8).split(separator: "\n").count
+        }
+        let oldKeyID = try await currentKeyID()
+        let rotated = try await Shell.run(clauctl, ["broker", "rotate", "--socket", brokerDeployment.brokerSocket])
+        let newKeyID = try await currentKeyID()
+        #expect(newKeyID != oldKeyID && rotated.contains("new current key id: \(newKeyID)") && rotated.contains(/done: [1-9][0-9]* re-wrapped/), "\(rotated)")
+        #expect(try keyLines() == 2)
+        var keyFileStatus = stat()
+        let vaultUID = systemUser(Self.vaultUser)?.uid
+        #expect(stat(keyFile, &keyFileStatus) == 0 && keyFileStatus.st_uid == vaultUID && keyFileStatus.st_mode & 0o777 == 0o400)
+        _ = try await Shell.run(clauctl, ["broker", "retire-key", "--socket", brokerDeployment.brokerSocket, "--key-id", oldKeyID])
+        #expect(try keyLines() == 1)
+        let afterRotation = try await send(deployment, .get, "/v1/alpaca/account", headers: bearer(alice))
+        #expect(afterRotation.status == .ok, "\(afterRotation.text.prefix(300))")
     }
 }

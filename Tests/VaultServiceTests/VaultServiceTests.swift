@@ -140,6 +140,86 @@ struct VaultServiceTests {
         }
     }
 
+    /// a key the vault generates is in its key file before it encrypts anything (a restart
+    /// keeps it); concurrent AddKeys leave memory and file agreeing; the list is capped.
+    @Test func addKeyPersistsBeforeUseAndIsCapped_R11() async throws {
+        let first = FernetKey.generate()
+        let keyFile = try makeKeyFile([first])
+        let vault = try inProcessVault(keyFile: keyFile)
+        let rpc = client(vault, as: operatorCLI)
+        let added = try await rpc.call(VaultAPI.addKey, VaultAddKeyRequest())
+        #expect(added.keyIds.count == 2 && added.keyIds[1] == first.id)
+        #expect(try FernetKeyFile.load(path: keyFile).map(\.id) == added.keyIds)
+        let token = try await rpc.call(VaultAPI.encrypt, encryptRequest("secret", "alpaca:user:1"))
+        #expect(token.keyID == added.currentKeyID)
+        // A restarted vault (a fresh build from the same file) opens it.
+        let restarted = try inProcessVault(keyFile: keyFile)
+        #expect(try await client(restarted, as: broker).call(VaultAPI.decrypt, decryptRequest(token.token, "alpaca:user:1")).plaintext == Data("secret".utf8))
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<6 { group.addTask { _ = try await rpc.call(VaultAPI.addKey, VaultAddKeyRequest()) } }
+            try await group.waitForAll()
+        }
+        let status = try await rpc.call(VaultAPI.keyStatus, VaultKeyStatusRequest())
+        #expect(status.keyIds.count == 8)
+        #expect(try FernetKeyFile.load(path: keyFile).map(\.id) == status.keyIds)
+
+        for _ in status.keyIds.count..<VaultAPI.maximumKeys { _ = try await rpc.call(VaultAPI.addKey, VaultAddKeyRequest()) }
+        await #expect(throws: RPCError.self) { _ = try await rpc.call(VaultAPI.addKey, VaultAddKeyRequest()) }
+        do {
+            _ = try await rpc.call(VaultAPI.addKey, VaultAddKeyRequest())
+        } catch let error as RPCError {
+            #expect(error.code == .failedPrecondition && error.details["reason"] == "too_many_keys")
+        }
+        #expect(try FernetKeyFile.load(path: keyFile).count == VaultAPI.maximumKeys)
+    }
+
+    /// only the broker retires keys; never the current one; an unknown id is NOT_FOUND; the
+    /// file keeps every other key and its comments.
+    @Test func retireKeyRemovesAnOldKeyOnlyAndOnlyForTheBroker_R11_X1() async throws {
+        let old = FernetKey.generate()
+        let current = FernetKey.generate()
+        let directory = try makeWorldReadableTemporaryDirectory(prefix: "clau-vault-keys")
+        let keyFile = directory + "/fernet-keys"
+        try Data("# current first\n\(current.base64URLEncoded)\n\n# previous\n\(old.base64URLEncoded)\n".utf8).write(to: URL(fileURLWithPath: keyFile))
+        chmod(keyFile, 0o400)
+        let vault = try inProcessVault(keyFile: keyFile)
+        var request = VaultRetireKeyRequest()
+        request.keyID = old.id
+        await #expect(throws: RPCError.self) { _ = try await client(vault, as: operatorCLI).call(VaultAPI.retireKey, request) }
+        let brokerRPC = client(vault, as: broker)
+        var currentRequest = VaultRetireKeyRequest()
+        currentRequest.keyID = current.id
+        do {
+            _ = try await brokerRPC.call(VaultAPI.retireKey, currentRequest)
+            Issue.record("the current key was retired")
+        } catch let error as RPCError {
+            #expect(error.code == .failedPrecondition && error.details["reason"] == "current_key")
+        }
+        let retired = try await brokerRPC.call(VaultAPI.retireKey, request)
+        #expect(retired.keyIds == [current.id])
+        #expect(String(decoding: try Data(contentsOf: URL(fileURLWithPath: keyFile)), as: UTF8.self) == "# current first\n\(current.base64URLEncoded)\n\n# previous\n")
+        do {
+            _ = try await brokerRPC.call(VaultAPI.retireKey, request)
+            Issue.record("an unknown key was retired")
+        } catch let error as RPCError {
+            #expect(error.code == .notFound)
+        }
+    }
+
+    /// The development key lives in the environment: the vault cannot persist a new one, and says so.
+    @Test func addKeyWithTheDevelopmentKeyIsRefused() async throws {
+        var configuration = VaultConfiguration(socketPath: "/unused", keySource: .developmentKey(FernetKey.generate().base64URLEncoded), brokerUIDs: [broker.uid])
+        configuration.adminUIDs = [operatorCLI.uid]
+        let vault = try Vault.build(configuration: configuration, logger: quietLogger)
+        do {
+            _ = try await client(vault, as: operatorCLI).call(VaultAPI.addKey, VaultAddKeyRequest())
+            Issue.record("a development vault added a key")
+        } catch let error as RPCError {
+            #expect(error.code == .failedPrecondition && error.details["reason"] == "key_source_read_only")
+        }
+    }
+
     @Test func oversizedRewrapBatchIsRejected() async throws {
         let vault = try inProcessVault(keyFile: makeKeyFile([FernetKey.generate()]))
         var batch = VaultRewrapRequest()

@@ -86,8 +86,9 @@ extension BrokerStore {
         }
     }
 
-    /// Stored ciphertexts per key id, and how many are still to be re-wrapped to `currentKeyID`.
-    public func ciphertextCounts(currentKeyID: String, logger: Logger) async throws -> (byKeyID: [String: UInt64], stale: UInt64, undecryptable: UInt64) {
+    /// Stored ciphertexts per key id (all, and those a key still opens), and how many are still to
+    /// be re-wrapped to `currentKeyID`.
+    public func ciphertextCounts(currentKeyID: String, logger: Logger) async throws -> (byKeyID: [String: UInt64], openableByKeyID: [String: UInt64], stale: UInt64, undecryptable: UInt64) {
         let rows = try await client.query("""
             SELECT key_id, undecryptable, count(*) FROM (
                 SELECT key_id, undecryptable FROM broker.alpaca_connections
@@ -95,16 +96,18 @@ extension BrokerStore {
             GROUP BY key_id, undecryptable
             """, logger: logger)
         var byKeyID: [String: UInt64] = [:]
+        var openableByKeyID: [String: UInt64] = [:]
         var stale: UInt64 = 0
         var undecryptable: UInt64 = 0
         for try await (keyID, broken, count) in rows.decode((String, Bool, Int64).self) {
             byKeyID[keyID, default: 0] += UInt64(count)
             if broken {
                 undecryptable += UInt64(count)
-            } else if keyID != currentKeyID {
-                stale += UInt64(count)
+                continue
             }
+            openableByKeyID[keyID, default: 0] += UInt64(count)
+            if keyID != currentKeyID { stale += UInt64(count) }
         }
-        return (byKeyID, stale, undecryptable)
+        return (byKeyID, openableByKeyID, stale, undecryptable)
     }
 }

@@ -614,6 +614,10 @@ let openAPIDocumentText = ##"""
       "minimum": 0,
       "type": "integer"
      },
+     "key_added": {
+      "description": "False when this call only went on with an unfinished re-wrap",
+      "type": "boolean"
+     },
      "remaining": {
       "minimum": 0,
       "type": "integer"
@@ -624,6 +628,7 @@ let openAPIDocumentText = ##"""
      }
     },
     "required": [
+     "key_added",
      "rewrapped",
      "failed",
      "remaining",
@@ -1801,7 +1806,7 @@ let openAPIDocumentText = ##"""
   },
   "/v1/admin/keys/fernet/rotate": {
    "post": {
-    "description": "Add the new key to the vault first (clauctl vault rotate). Calls the broker's RewrapAll batch after batch for about 20 s: 200 when done, 202 with what remains (call again; resumable).",
+    "description": "The vault generates and persists a new current key, unless an earlier re-wrap is unfinished: then no key is added (key_added false) and this call goes on with it. Calls the broker's RewrapAll batch after batch for about 20 s: 200 when done, 202 with what remains (call again; resumable). The old key leaves the vault with clauctl broker retire-key once nothing is under it.",
     "operationId": "post_v1_admin_keys_fernet_rotate",
     "responses": {
      "200": {
@@ -1853,6 +1858,16 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "409": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "key_source_read_only: the vault's key file is a read-only credential (rotate with clauctl vault rotate and restart the vault); too_many_keys: retire an old key first"
      },
      "429": {
       "content": {
@@ -1911,7 +1926,7 @@ let openAPIDocumentText = ##"""
       "bearer": []
      }
     ],
-    "summary": "Re-wrap stored tokens under the vault's current Fernet key (R-11)",
+    "summary": "Rotate the Fernet key: the vault adds a key, stored tokens are re-wrapped under it (R-11)",
     "tags": [
      "admin"
     ]

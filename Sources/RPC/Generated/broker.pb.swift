@@ -708,6 +708,66 @@ public nonisolated struct BrokerRewrapAllResponse: Sendable {
   public init() {}
 }
 
+/// clau.broker.Broker/BeginKeyRotation: asks the vault for a new current key (its AddKey), unless an
+/// earlier rotation is unfinished (a ciphertext is still under an older key): then no key is added
+/// and RewrapAll goes on with that rotation, so calling again after an interruption never piles up
+/// keys. FAILED_PRECONDITION "key_source_read_only" / "too_many_keys" when the vault cannot add one.
+public nonisolated struct BrokerBeginKeyRotationRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct BrokerBeginKeyRotationResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var keyAdded: Bool = false
+
+  public var currentKeyID: String = String()
+
+  /// ciphertexts RewrapAll still has to re-wrap
+  public var stale: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// clau.broker.Broker/RetireKey: removes an old key from the vault once no stored ciphertext that a
+/// key can open is under it. FAILED_PRECONDITION while one is (re-wrap first) or for the current
+/// key; NOT_FOUND for a key id the vault does not hold.
+public nonisolated struct BrokerRetireKeyRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var keyID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct BrokerRetireKeyResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var currentKeyID: String = String()
+
+  public var keyIds: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// clau.broker.Broker/RotationStatus: how many stored ciphertexts each key id holds. Ids and counts
 /// only, never tokens.
 public nonisolated struct BrokerRotationStatusRequest: Sendable {
@@ -2190,6 +2250,130 @@ nonisolated extension BrokerRewrapAllResponse: SwiftProtobuf.Message, SwiftProto
     if lhs.remaining != rhs.remaining {return false}
     if lhs.done != rhs.done {return false}
     if lhs.currentKeyID != rhs.currentKeyID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension BrokerBeginKeyRotationRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BeginKeyRotationRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: BrokerBeginKeyRotationRequest, rhs: BrokerBeginKeyRotationRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension BrokerBeginKeyRotationResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BeginKeyRotationResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}key_added\0\u{3}current_key_id\0\u{1}stale\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.keyAdded) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.currentKeyID) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.stale) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.keyAdded != false {
+      try visitor.visitSingularBoolField(value: self.keyAdded, fieldNumber: 1)
+    }
+    if !self.currentKeyID.isEmpty {
+      try visitor.visitSingularStringField(value: self.currentKeyID, fieldNumber: 2)
+    }
+    if self.stale != 0 {
+      try visitor.visitSingularUInt64Field(value: self.stale, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: BrokerBeginKeyRotationResponse, rhs: BrokerBeginKeyRotationResponse) -> Bool {
+    if lhs.keyAdded != rhs.keyAdded {return false}
+    if lhs.currentKeyID != rhs.currentKeyID {return false}
+    if lhs.stale != rhs.stale {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension BrokerRetireKeyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RetireKeyRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}key_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.keyID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.keyID.isEmpty {
+      try visitor.visitSingularStringField(value: self.keyID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: BrokerRetireKeyRequest, rhs: BrokerRetireKeyRequest) -> Bool {
+    if lhs.keyID != rhs.keyID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension BrokerRetireKeyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RetireKeyResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}current_key_id\0\u{3}key_ids\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.currentKeyID) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.keyIds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.currentKeyID.isEmpty {
+      try visitor.visitSingularStringField(value: self.currentKeyID, fieldNumber: 1)
+    }
+    if !self.keyIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.keyIds, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: BrokerRetireKeyResponse, rhs: BrokerRetireKeyResponse) -> Bool {
+    if lhs.currentKeyID != rhs.currentKeyID {return false}
+    if lhs.keyIds != rhs.keyIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

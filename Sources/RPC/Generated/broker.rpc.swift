@@ -66,6 +66,14 @@ public enum BrokerAPI {
     /// Callers: edge, admin.
     public static let rotationStatus = MethodDescriptor<BrokerRotationStatusRequest, BrokerRotationStatusResponse>(service: service, method: "RotationStatus")
 
+    /// the vault adds a key, unless a re-wrap is unfinished.
+    /// Callers: edge, admin.
+    public static let beginKeyRotation = MethodDescriptor<BrokerBeginKeyRotationRequest, BrokerBeginKeyRotationResponse>(service: service, method: "BeginKeyRotation")
+
+    /// an old key leaves the vault once nothing needs it. Operators only (clauctl).
+    /// Callers: admin.
+    public static let retireKey = MethodDescriptor<BrokerRetireKeyRequest, BrokerRetireKeyResponse>(service: service, method: "RetireKey")
+
     /// Every method's full name, in declaration order.
     public static let methodNames: [String] = [
         startAlpacaOAuth.fullName,
@@ -86,6 +94,8 @@ public enum BrokerAPI {
         handleStripeWebhook.fullName,
         rewrapAll.fullName,
         rotationStatus.fullName,
+        beginKeyRotation.fullName,
+        retireKey.fullName,
     ]
 
     /// Each method's rule: the union of the allowlists of the caller roles its `callers:` line names.
@@ -110,6 +120,8 @@ public enum BrokerAPI {
         policy.allow(handleStripeWebhook.fullName, callers.edge)
         policy.allow(rewrapAll.fullName, callers.edge + callers.admin)
         policy.allow(rotationStatus.fullName, callers.edge + callers.admin)
+        policy.allow(beginKeyRotation.fullName, callers.edge + callers.admin)
+        policy.allow(retireKey.fullName, callers.admin)
         return policy
     }
 }
@@ -145,6 +157,8 @@ public protocol BrokerRPCHandler: Sendable {
     func handleStripeWebhook(_ request: BrokerHandleStripeWebhookRequest, _ context: ServerContext) async throws -> BrokerHandleStripeWebhookResponse
     func rewrapAll(_ request: BrokerRewrapAllRequest, _ context: ServerContext) async throws -> BrokerRewrapAllResponse
     func rotationStatus(_ request: BrokerRotationStatusRequest, _ context: ServerContext) async throws -> BrokerRotationStatusResponse
+    func beginKeyRotation(_ request: BrokerBeginKeyRotationRequest, _ context: ServerContext) async throws -> BrokerBeginKeyRotationResponse
+    func retireKey(_ request: BrokerRetireKeyRequest, _ context: ServerContext) async throws -> BrokerRetireKeyResponse
 }
 
 extension BrokerRPCHandler {
@@ -169,6 +183,8 @@ extension BrokerRPCHandler {
         router.register(BrokerAPI.handleStripeWebhook) { [self] request, context in try await handleStripeWebhook(request, context) }
         router.register(BrokerAPI.rewrapAll) { [self] request, context in try await rewrapAll(request, context) }
         router.register(BrokerAPI.rotationStatus) { [self] request, context in try await rotationStatus(request, context) }
+        router.register(BrokerAPI.beginKeyRotation) { [self] request, context in try await beginKeyRotation(request, context) }
+        router.register(BrokerAPI.retireKey) { [self] request, context in try await retireKey(request, context) }
         return router
     }
 
@@ -256,5 +272,13 @@ public struct BrokerRPCClient: Sendable {
 
     public func rotationStatus(_ request: BrokerRotationStatusRequest, options: CallOptions = CallOptions()) async throws -> BrokerRotationStatusResponse {
         try await rpc.call(BrokerAPI.rotationStatus, request, options: options)
+    }
+
+    public func beginKeyRotation(_ request: BrokerBeginKeyRotationRequest, options: CallOptions = CallOptions()) async throws -> BrokerBeginKeyRotationResponse {
+        try await rpc.call(BrokerAPI.beginKeyRotation, request, options: options)
+    }
+
+    public func retireKey(_ request: BrokerRetireKeyRequest, options: CallOptions = CallOptions()) async throws -> BrokerRetireKeyResponse {
+        try await rpc.call(BrokerAPI.retireKey, request, options: options)
     }
 }

@@ -23,12 +23,22 @@ public enum VaultAPI {
     /// Callers: broker, admin.
     public static let keyStatus = MethodDescriptor<VaultKeyStatusRequest, VaultKeyStatusResponse>(service: service, method: "KeyStatus")
 
+    /// A new current key, generated and persisted inside the vault.
+    /// Callers: broker, admin.
+    public static let addKey = MethodDescriptor<VaultAddKeyRequest, VaultAddKeyResponse>(service: service, method: "AddKey")
+
+    /// Removes a key that is not current; the broker calls it only once no ciphertext needs the key.
+    /// Callers: broker.
+    public static let retireKey = MethodDescriptor<VaultRetireKeyRequest, VaultRetireKeyResponse>(service: service, method: "RetireKey")
+
     /// Every method's full name, in declaration order.
     public static let methodNames: [String] = [
         encrypt.fullName,
         decrypt.fullName,
         rewrap.fullName,
         keyStatus.fullName,
+        addKey.fullName,
+        retireKey.fullName,
     ]
 
     /// Each method's rule: the union of the allowlists of the caller roles its `callers:` line names.
@@ -39,6 +49,8 @@ public enum VaultAPI {
         policy.allow(decrypt.fullName, callers.broker)
         policy.allow(rewrap.fullName, callers.broker + callers.admin)
         policy.allow(keyStatus.fullName, callers.broker + callers.admin)
+        policy.allow(addKey.fullName, callers.broker + callers.admin)
+        policy.allow(retireKey.fullName, callers.broker)
         return policy
     }
 }
@@ -60,6 +72,8 @@ public protocol VaultRPCHandler: Sendable {
     func decrypt(_ request: VaultDecryptRequest, _ context: ServerContext) async throws -> VaultDecryptResponse
     func rewrap(_ request: VaultRewrapRequest, _ context: ServerContext) async throws -> VaultRewrapResponse
     func keyStatus(_ request: VaultKeyStatusRequest, _ context: ServerContext) async throws -> VaultKeyStatusResponse
+    func addKey(_ request: VaultAddKeyRequest, _ context: ServerContext) async throws -> VaultAddKeyResponse
+    func retireKey(_ request: VaultRetireKeyRequest, _ context: ServerContext) async throws -> VaultRetireKeyResponse
 }
 
 extension VaultRPCHandler {
@@ -70,6 +84,8 @@ extension VaultRPCHandler {
         router.register(VaultAPI.decrypt) { [self] request, context in try await decrypt(request, context) }
         router.register(VaultAPI.rewrap) { [self] request, context in try await rewrap(request, context) }
         router.register(VaultAPI.keyStatus) { [self] request, context in try await keyStatus(request, context) }
+        router.register(VaultAPI.addKey) { [self] request, context in try await addKey(request, context) }
+        router.register(VaultAPI.retireKey) { [self] request, context in try await retireKey(request, context) }
         return router
     }
 
@@ -101,5 +117,13 @@ public struct VaultRPCClient: Sendable {
 
     public func keyStatus(_ request: VaultKeyStatusRequest, options: CallOptions = CallOptions()) async throws -> VaultKeyStatusResponse {
         try await rpc.call(VaultAPI.keyStatus, request, options: options)
+    }
+
+    public func addKey(_ request: VaultAddKeyRequest, options: CallOptions = CallOptions()) async throws -> VaultAddKeyResponse {
+        try await rpc.call(VaultAPI.addKey, request, options: options)
+    }
+
+    public func retireKey(_ request: VaultRetireKeyRequest, options: CallOptions = CallOptions()) async throws -> VaultRetireKeyResponse {
+        try await rpc.call(VaultAPI.retireKey, request, options: options)
     }
 }

@@ -11,6 +11,10 @@ extension VaultAPI {
     /// this and by ``maximumRewrapBatch``, whichever comes first.
     public static let maximumRewrapBatchBytes = 512 * 1024
 
+    /// The most keys the vault holds (`AddKey` answers FAILED_PRECONDITION beyond): each is tried
+    /// on every decrypt of an old token, and a long list means old keys were never retired.
+    public static let maximumKeys = 16
+
     /// The bytes an item counts against ``maximumRewrapBatchBytes``.
     public static func rewrapCost(of item: VaultRewrapItem) -> Int {
         item.token.utf8.count + item.context.utf8.count
