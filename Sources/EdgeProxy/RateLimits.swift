@@ -15,19 +15,24 @@ public struct RateLimitRules: Sendable {
     public var login: RateLimitRule = .login
     public var register: RateLimitRule = .register
     public var refresh: RateLimitRule = .refresh
+    public var webhook: RateLimitRule = .webhook
 
     public static let spec = RateLimitRules()
+
+    /// Every rule passed through `change` (one list of the categories for such edits).
+    public func mapRules(_ change: (RateLimitRule) -> RateLimitRule) -> RateLimitRules {
+        var rules = self
+        for keyPath: WritableKeyPath<RateLimitRules, RateLimitRule> in [\.read, \.write, \.sensitive, \.highRisk, \.login, \.register, \.refresh, \.webhook] {
+            rules[keyPath: keyPath] = change(rules[keyPath: keyPath])
+        }
+        return rules
+    }
 
     public init() {}
 
     /// Every limit times `factor` (load tests, staging).
     public func multiplied(by factor: Int) -> RateLimitRules {
-        var rules = self
-        for keyPath in [\RateLimitRules.read, \.write, \.sensitive, \.highRisk, \.login, \.register, \.refresh] {
-            let rule = rules[keyPath: keyPath]
-            rules[keyPath: keyPath] = RateLimitRule(name: rule.name, limit: rule.limit * max(1, factor), window: rule.window)
-        }
-        return rules
+        mapRules { RateLimitRule(name: $0.name, limit: $0.limit * max(1, factor), window: $0.window) }
     }
 
     func rule(for category: RateCategory) -> RateLimitRule? {
@@ -40,12 +45,13 @@ public struct RateLimitRules: Sendable {
         case .login: login
         case .register: register
         case .refresh: refresh
+        case .webhook: webhook
         }
     }
 
-    /// Reads and writes stay available when the shared backend is down; every other category
-    /// fails closed (503).
-    static func failsOpen(_ category: RateCategory) -> Bool { category == .read || category == .write }
+    /// Reads, writes and webhooks (whose signature the broker checks) stay available when the
+    /// shared backend is down; every other category fails closed (503).
+    static func failsOpen(_ category: RateCategory) -> Bool { category == .read || category == .write || category == .webhook }
 }
 
 /// The `X-RateLimit-*` headers of one request, filled by the check and added to whatever

@@ -20,7 +20,7 @@ extension RouteTable {
             Route(.post, "/v1/auth/refresh", .public, .refresh, handler: AuthRoutes.refresh),
             Route(.post, "/v1/auth/password/forgot", .public, .sensitive, handler: AccountRoutes.forgotPassword),
             Route(.post, "/v1/auth/password/reset", .public, .sensitive, handler: AccountRoutes.resetPassword),
-            Route(.post, "/v1/stripe/webhook", .public, .write, handler: BrokerRoutes.wired(WebhookRoutes.stripe)),
+            Route(.post, "/v1/stripe/webhook", .public, .webhook, handler: BrokerRoutes.wired(WebhookRoutes.stripe)),
 
             // The caller's own account (auth). `tokenOnly`: an API key alone cannot do it.
             Route(.post, "/v1/auth/logout", .user, .write, tokenOnly: true, handler: AuthRoutes.logout),

@@ -15,7 +15,7 @@ public enum AuthLevel: String, Sendable {
 
 /// Rate-limit categories (C-9, R-15). `none` for health and documents.
 public enum RateCategory: String, Sendable {
-    case none, read, write, sensitive, highRisk = "high_risk", login, register, refresh
+    case none, read, write, sensitive, highRisk = "high_risk", login, register, refresh, webhook
 }
 
 /// One row of the route table: method, path template, who may call it, its limit category and

@@ -36,6 +36,10 @@ extension RateLimitRule {
     public static let register = RateLimitRule(name: "register", limit: 3, window: .seconds(3600))
     /// Token refresh: 20 per minute.
     public static let refresh = RateLimitRule(name: "refresh", limit: 20, window: .seconds(60))
+    /// Provider webhooks: 600 per minute per sending address. Stripe delivers bursts from a few
+    /// addresses (and retries what is refused), so the users' `write` budget of 30 would drop
+    /// genuine events; the signature, checked by the broker, is what authenticates them.
+    public static let webhook = RateLimitRule(name: "webhook", limit: 600, window: .seconds(60))
 }
 
 /// The outcome of one `RateLimiter.check`.

@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdTesting
 import Logging
 import RPC
+import RateLimiting
 import Synchronization
 import TestSupport
 import Testing
@@ -404,6 +405,30 @@ struct BrokerRoutesTests {
             documented.add(.get, "/readyz", ready)
         }
         #expect(try await documented.validate() == "OK")
+    }
+
+    /// C-9: Stripe's deliveries from one address are limited by their own category, not by the
+    /// users' write budget: a burst past the write limit is accepted, and past the webhook limit
+    /// the answer is 429 with Retry-After, which Stripe honours by retrying later. (Hour-long
+    /// windows, so no budget refills while the test runs.)
+    @Test func webhookBurstFromOneAddressHasItsOwnBudget_C9() async throws {
+        let broker = TestBroker()
+        try await withBrokerEdge(broker, configure: { configuration in
+            configuration.rateLimitRules = .spec
+            configuration.rateLimitRules.write = RateLimitRule(name: "write", limit: 5, window: .seconds(3600))
+            configuration.rateLimitRules.webhook = RateLimitRule(name: "webhook", limit: 12, window: .seconds(3600))
+        }) { edge in
+            let headers: HTTPFields = [Self.signatureHeader: "t=1800000000,v1=00"]
+            for index in 0..<12 {
+                let response = try await edge.send(.post, "/v1/stripe/webhook", headers: headers, body: #"{"id":"evt_\#(index)"}"#)
+                try #require(response.status == .ok, "delivery \(index): \(response.status) \(response.text)")
+            }
+            #expect(broker.messages(BrokerHandleStripeWebhookRequest.self).count == 12)
+            let refused = try await edge.send(.post, "/v1/stripe/webhook", headers: headers, body: #"{"id":"evt_12"}"#)
+            #expect(refused.status == .tooManyRequests)
+            #expect(refused.headers[.retryAfter] != nil && refused.headers[.rateLimitLimit] == "12")
+            #expect(broker.messages(BrokerHandleStripeWebhookRequest.self).count == 12)
+        }
     }
 
     /// The webhook's body reaches the broker byte for byte, with the Stripe-Signature header as

@@ -381,10 +381,6 @@ func responseComplete(_ text: String) -> Bool {
 extension RateLimitRules {
     /// Limits far above what a test sends; the rate-limit tests set `.spec`.
     static var relaxedForTests: RateLimitRules {
-        var rules = RateLimitRules()
-        for keyPath in [\RateLimitRules.read, \.write, \.sensitive, \.highRisk, \.login, \.register, \.refresh] {
-            rules[keyPath: keyPath] = RateLimitRule(name: rules[keyPath: keyPath].name, limit: 100_000, window: .seconds(60))
-        }
-        return rules
+        RateLimitRules().mapRules { RateLimitRule(name: $0.name, limit: 100_000, window: .seconds(60)) }
     }
 }
