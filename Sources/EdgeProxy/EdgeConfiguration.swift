@@ -84,6 +84,10 @@ public struct EdgeConfiguration: Sendable {
     /// `metricsHost:metricsPort`. nil: no metrics listener (`clau-edge --metrics-port 0`); 0: an
     /// ephemeral port (tests). The public HTTPS/HTTP listeners never serve `/metrics` (404).
     public var metricsPort: Int?
+    /// Listening sockets from systemd (`clau-edge.socket`, sd_listen_fds): each role present is
+    /// served on its socket instead of binding host:port, and a `redirect` or `metrics` socket
+    /// turns that listener on. Nil: the edge binds everything itself.
+    public var inheritedSockets: InheritedSockets?
     /// Address of the metrics listener: a loopback IP literal only (`127.0.0.0/8` or `::1`);
     /// `validate()` refuses anything else, hostnames included (`clau-edge --metrics-host`).
     public var metricsHost = "127.0.0.1"
@@ -118,6 +122,12 @@ public struct EdgeConfiguration: Sendable {
         }
         if let metricsPort, !(0...65535).contains(metricsPort) {
             throw StartupError("metrics port must be 0-65535 (got \(metricsPort))")
+        }
+        if let inheritedSockets {
+            if case .behindProxy = listener, inheritedSockets.descriptors[.redirect] != nil {
+                throw StartupError("an inherited redirect socket needs HTTPS mode: behind a proxy the proxy redirects")
+            }
+            try inheritedSockets.check()
         }
     }
 

@@ -29,57 +29,54 @@ public func buildApplication(configuration: EdgeConfiguration, logger: Logger, a
     let client = UnixSocketClient(configuration: .init(path: configuration.authSocketPath), logger: logger)
     let brokerClient = configuration.brokerSocketPath.map { UnixSocketClient(configuration: .init(path: $0), logger: logger) }
     let state = EdgeApplicationState(configuration: configuration, auth: RPCClient(transport: client), broker: brokerClient, logger: logger, accessLogger: accessLogger ?? logger)
-    let ports = PortRegistry(expectRedirect: {
-        if case .https(_, _, _, let redirect?) = configuration.listener { _ = redirect; return true }
-        return false
-    }(), expectMetrics: configuration.metricsPort != nil)
+    let inherited = configuration.inheritedSockets?.descriptors ?? [:]
+    let redirectPort: Int? = if case .https(_, _, _, let port) = configuration.listener { port } else { nil }
+    let serveRedirect = inherited[.redirect] != nil || redirectPort != nil
+    let serveMetrics = inherited[.metrics] != nil || configuration.metricsPort != nil
+    let ports = PortRegistry(expectRedirect: serveRedirect, expectMetrics: serveMetrics)
     let http1 = HTTP1Channel.Configuration(
         additionalChannelHandlers: [NoDelayHandler()],
         idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.components.seconds) * 1_000_000_000),
         httpDecoderConfiguration: .init(maxHeaderFieldSize: 64 * 1024, maxHeaderListSize: 64 * 1024, maxHeaderFieldCount: 200)
     )
+    /// One listener: on the inherited socket for `role` when systemd passed one, else bound here.
+    func listener<Responder: HTTPResponder>(
+        _ role: InheritedSockets.Role, _ responder: Responder, host: String, port: Int, tls: TLSConfiguration?,
+        onRunning: @escaping @Sendable (Int?) -> Void
+    ) throws -> any Service where Responder.Context == EdgeRequestContext {
+        if let descriptor = inherited[role] {
+            return try inheritedListener(responder, descriptor: descriptor, http1: http1, tls: tls, onServerRunning: { onRunning($0.localAddress?.port) }, logger: logger)
+        }
+        let server = try tls.map { try HTTPServerBuilder.tls(.http1(configuration: http1), tlsConfiguration: $0) } ?? .http1(configuration: http1)
+        return Application(
+            responder: responder, server: server,
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { onRunning($0.localAddress?.port) },
+            logger: logger
+        )
+    }
     var services: [any Service] = []
     var certificates: TLSCertificateStore?
     switch configuration.listener {
     case .https(let host, let port, let tls, let redirectPort):
-        let responder = EdgeResponder(state: state, isTLS: true, trustedProxies: nil)
         let store = try TLSCertificateStore(tls)
         certificates = store
-        let server = try HTTPServerBuilder.tls(.http1(configuration: http1), tlsConfiguration: try tls.serverConfiguration(certificates: store))
-        services.append(Application(
-            responder: responder, server: server,
-            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
-            onServerRunning: { channel in ports.set(api: channel.localAddress?.port) },
-            logger: logger
-        ))
-        if let redirectPort {
-            services.append(Application(
-                responder: RedirectResponder(baseURL: configuration.publicBaseURL),
-                server: .http1(configuration: http1),
-                configuration: ApplicationConfiguration(address: .hostname(host, port: redirectPort), serverName: nil),
-                onServerRunning: { channel in ports.set(redirect: channel.localAddress?.port) },
-                logger: logger
-            ))
+        services.append(try listener(.api, EdgeResponder(state: state, isTLS: true, trustedProxies: nil), host: host, port: port,
+                                     tls: try tls.serverConfiguration(certificates: store), onRunning: { ports.set(api: $0) }))
+        if serveRedirect {
+            services.append(try listener(.redirect, RedirectResponder(baseURL: configuration.publicBaseURL), host: host, port: redirectPort ?? 0,
+                                         tls: nil, onRunning: { ports.set(redirect: $0) }))
         }
     case .behindProxy(let host, let port, let trusted):
         let responder = EdgeResponder(state: state, isTLS: false, trustedProxies: Set(trusted.compactMap(IPAddress.canonical)))
-        services.append(Application(
-            responder: responder, server: .http1(configuration: http1),
-            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
-            onServerRunning: { channel in ports.set(api: channel.localAddress?.port) },
-            logger: logger
-        ))
+        services.append(try listener(.api, responder, host: host, port: port, tls: nil, onRunning: { ports.set(api: $0) }))
     }
-    // C-17: /metrics only here — plain HTTP on a loopback address (checked by validate()), never
-    // on the public listeners (their route table has no /metrics: 404).
-    if let metricsPort = configuration.metricsPort {
-        services.append(Application(
-            responder: MetricsResponder(metrics: state.metrics),
-            server: .http1(configuration: http1),
-            configuration: ApplicationConfiguration(address: .hostname(configuration.metricsHost, port: metricsPort), serverName: nil),
-            onServerRunning: { channel in ports.set(metrics: channel.localAddress?.port) },
-            logger: logger
-        ))
+    // C-17: /metrics only here — plain HTTP on a loopback address (checked by validate(), and for
+    // an inherited socket by InheritedSockets.check()), never on the public listeners (their route
+    // table has no /metrics: 404).
+    if serveMetrics {
+        services.append(try listener(.metrics, MetricsResponder(metrics: state.metrics), host: configuration.metricsHost, port: configuration.metricsPort ?? 0,
+                                     tls: nil, onRunning: { ports.set(metrics: $0) }))
     }
     return EdgeService(client: client, brokerClient: brokerClient, state: state, dependencies: dependencies, listeners: services, ports: ports, certificates: certificates, logger: logger)
 }

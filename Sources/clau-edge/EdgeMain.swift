@@ -24,7 +24,7 @@ struct EdgeMain: AsyncParsableCommand {
         abstract: "The HTTPS API of Clau: TLS, limits, JWT verification, routes to auth and broker."
     )
 
-    @Option(help: "Listen address.")
+    @Option(help: "Listen address (not bound when systemd passes an `api` socket: LISTEN_FDS).")
     var host: String = "0.0.0.0"
 
     @Option(help: "HTTPS port (or the plain port with --behind-proxy).")
@@ -168,6 +168,9 @@ struct EdgeMain: AsyncParsableCommand {
         configuration.metricsHost = metricsHost
         guard (1...100_000).contains(rateLimitMultiplier) else { throw StartupError("--rate-limit-multiplier must be 1-100000") }
         configuration.rateLimitRules = RateLimitRules.spec.multiplied(by: rateLimitMultiplier)
+        // Sockets from clau-edge.socket (sd_listen_fds): served instead of binding --host/--port.
+        configuration.inheritedSockets = try InheritedSockets.parse(environment: ProcessInfo.processInfo.environment, pid: getpid())
+        for name in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] { unsetenv(name) }
         if let path = adminKeyFile ?? SecretFile.credentialPath("admin-key").flatMap({ FileManager.default.fileExists(atPath: $0) ? $0 : nil }) {
             let key = try SecretFile.readString(at: path)
             guard key.utf8.count >= 32 else { throw StartupError("\(path): admin key must be at least 32 bytes") }

@@ -228,6 +228,42 @@ struct EdgeProcessTests {
 
     /// The runbook's (docs/runbook.md) operator commands, run with the installed `clauctl` as an
     /// admin uid against the installed auth and edge, each checked by what a client then sees.
+    /// Socket activation as systemd does it (`clau-edge.socket`): the installed edge, as its own
+    /// user, serves HTTPS, the redirect and /metrics on listening sockets it inherits. It is told
+    /// to bind the very port the API socket already holds, so binding itself would fail: serving
+    /// proves it adopted the sockets, which is what lets its unit forbid it every address family
+    /// but AF_UNIX.
+    @Test func installedEdgeServesTheSocketsSystemdPassesIt_C10_C17() async throws {
+        guard getuid() == 0 else {
+            print("SKIP installedEdgeServesTheSocketsSystemdPassesIt_C10_C17: needs root to create service users (uid \(getuid()))")
+            return
+        }
+        defer { for user in [Self.edgeUser, Self.authUser] { removeSystemUser(user) } }
+        let deployment = try await deploy()
+        defer { deployment.cleanUp() }
+        let auth = try startAuth(deployment)
+        try await waitForFile(deployment.authSocket)
+        let redirectPort = try freeLoopbackPort()
+        let metricsPort = try freeLoopbackPort()
+        let launcher = try copyFixtureToWorldReadableDirectory("listen_fds_launcher.py")
+        let edge = try SpawnedProcess.start(as: Self.edgeUser, "/usr/bin/python3", [
+            launcher, "api=127.0.0.1:\(deployment.port)", "redirect=127.0.0.1:\(redirectPort)", "metrics=127.0.0.1:\(metricsPort)", "--",
+            deployment.directory + "/clau-edge", "--host", "127.0.0.1", "--port", "\(deployment.port)", "--redirect-port", "0",
+            "--auth-socket", deployment.authSocket, "--public-base-url", "https://localhost:\(deployment.port)", "--broker-socket", "",
+        ], outputPath: deployment.directory + "/edge.log", environment: ["CREDENTIALS_DIRECTORY": deployment.credentials])
+        defer { for process in [edge, auth] { process.kill() } }
+        let ready = try await eventually(within: .seconds(30)) { (try? await send(deployment, .get, "/readyz").status) == .ok }
+        try #require(ready, "edge not ready: \(edge.output.suffix(2000))")
+        #expect(try uid(of: edge) == systemUser(Self.edgeUser)?.uid)
+        let health = try await send(deployment, .get, "/healthz")
+        #expect(health.status == .ok && health.headers[.strictTransportSecurity] != nil && health.headers[.date] != nil)
+        let redirect = try await Shell.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "http://127.0.0.1:\(redirectPort)/v1/me"])
+        #expect(redirect == "301 https://localhost:\(deployment.port)/v1/me")
+        let metrics = try await Shell.run("/usr/bin/curl", ["-s", "http://127.0.0.1:\(metricsPort)/metrics"])
+        #expect(metrics.contains("clau_edge_"), "\(metrics.prefix(300))")
+        #expect(edge.output.contains("serving an inherited socket"))
+    }
+
     @Test func runbookCommandsTakeEffectAtTheEdge_C19() async throws {
         guard getuid() == 0 else {
             print("SKIP runbookCommandsTakeEffectAtTheEdge_C19: needs root to create service users (uid \(getuid()))")

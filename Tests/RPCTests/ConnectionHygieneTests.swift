@@ -146,7 +146,9 @@ struct ConnectionHygieneTests {
     @Test func aClientWrittenFromTheDocsSeesOversizedRepliesRefusedAndIdleConnectionsClosed() async throws {
         let (amplify, router, policy) = (Echo.amplify, Echo.amplifyingRouter(), Echo.amplifyingPolicy())
         let script = try copyFixtureToWorldReadableDirectory("rpc_call.py")
-        try await withServer(router: router, policy: policy, configure: { $0.idleTimeout = .milliseconds(500) }) { path in
+        // 2 s idle: long enough that a slow start of python3 on a loaded machine never idles out
+        // between its calls (500 ms did once, with three compilers running), short enough to wait for.
+        try await withServer(router: router, policy: policy, configure: { $0.idleTimeout = .seconds(2) }) { path in
             var oversized = RPCWireEchoRequest()
             oversized.delayMillis = 2 << 20
             let hex = { (message: RPCWireEchoRequest) in try message.serializedData().map { String(format: "%02x", $0) }.joined() }
