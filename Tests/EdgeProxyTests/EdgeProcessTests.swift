@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import HummingbirdTesting
 import NIOCore
+import RPC
 import TestSupport
 import Testing
 @testable import EdgeProxy
@@ -67,7 +68,8 @@ struct EdgeProcessTests {
         try Self.place(try Data(contentsOf: URL(fileURLWithPath: keys + "/jwt.pem")), at: keys + "/jwt.pem", uid: authUID, gid: authGID, mode: 0o400)
         try Self.place(Data((0..<48).map { _ in UInt8.random(in: 0...255) }), at: keys + "/auth-secret", uid: authUID, gid: authGID, mode: 0o400)
         try Self.makeOwnedDirectory(directory + "/mail", uid: authUID, gid: authGID, mode: 0o700)
-        try Self.makeOwnedDirectory(directory + "/run", uid: authUID, gid: authGID, mode: 0o755)
+        // As /run/clau/auth in production: only auth's clients (the edge's group) may traverse.
+        try Self.makeOwnedDirectory(directory + "/run", uid: authUID, gid: systemUser(Self.edgeUser)?.gid ?? authGID, mode: 0o710)
         return deployment
     }
 
@@ -545,5 +547,116 @@ extension EdgeProcessTests {
         #expect(try keyLines() == 1)
         let afterRotation = try await send(deployment, .get, "/v1/alpaca/account", headers: bearer(alice))
         #expect(afterRotation.status == .ok, "\(afterRotation.text.prefix(300))")
+
+        // X-1 as one matrix: what each service's uid can read, reach and call, measured against
+        // the running processes and compared with what the deployment intends; the table in
+        // docs/threat-model.md is this measurement.
+        try await checkAccessMatrix(deployment, brokerDeployment)
+    }
+}
+
+// MARK: The access matrix
+
+extension EdgeProcessTests {
+    /// One probe per cell: as `user`, read a secret, connect to a socket, or call every method of a
+    /// service with a payload that cannot decode (so an admitted call fails at decoding and never
+    /// runs: no side effect), counting the methods that answer anything but PERMISSION_DENIED.
+    func checkAccessMatrix(_ deployment: Deployment, _ broker: BrokerDeployment) async throws {
+        let directory = deployment.directory
+        let users: [(row: String, user: String)] = [
+            ("clau-edge", Self.edgeUser), ("clau-auth", Self.authUser), ("clau-vault", Self.vaultUser), ("clau-broker", Self.brokerUser),
+        ]
+        let secrets: [(column: String, path: String, owner: String)] = [
+            ("read JWT signing key", directory + "/auth-keys/jwt.pem", Self.authUser),
+            ("read Fernet keys", directory + "/vault-keys/fernet-keys", Self.vaultUser),
+            ("read Stripe secret key", directory + "/broker-credentials/stripe-secret-key", Self.brokerUser),
+            ("read TLS private key", deployment.credentials + "/tls-key", Self.edgeUser),
+        ]
+        // Each server, its methods (generated from the proto), and the uids whose group may traverse
+        // its socket directory (its clients, and its own uid).
+        let services: [(name: String, socket: String, methods: [String], clients: Set<String>)] = [
+            ("auth", deployment.authSocket, AuthAPI.methodNames, [Self.edgeUser, Self.authUser]),
+            ("vault", broker.vaultSocket, VaultAPI.methodNames, [Self.brokerUser, Self.vaultUser]),
+            ("broker", broker.brokerSocket, BrokerAPI.methodNames, [Self.edgeUser, Self.brokerUser]),
+        ]
+        // The allowlists each process was started with (--edge-user, --broker-user, --admin-user
+        // root), through the policies generated from the proto's `callers:` lines.
+        let policies: [String: RPCAccessPolicy] = try [
+            "auth": AuthAPI.accessPolicy(callers: AuthRPCCallers(edge: CallerAllowlist(uids: [try #require(systemUser(Self.edgeUser)?.uid)]))),
+            "vault": VaultAPI.accessPolicy(callers: VaultRPCCallers(broker: CallerAllowlist(uids: [try #require(systemUser(Self.brokerUser)?.uid)]))),
+            "broker": BrokerAPI.accessPolicy(callers: BrokerRPCCallers(edge: CallerAllowlist(uids: [try #require(systemUser(Self.edgeUser)?.uid)]), admin: CallerAllowlist(uids: [0]))),
+        ]
+        let client = try copyFixtureToWorldReadableDirectory("rpc_call.py")
+        let connect = ["/usr/bin/python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])"]
+
+        var header = ["uid"] + secrets.map(\.column)
+        header += services.map { "connect \($0.name).sock" } + services.map { "\($0.name) methods admitted" }
+        var measured: [[String]] = []
+        var intended: [[String]] = []
+        for (row, user) in users {
+            let uid = try #require(systemUser(user)?.uid)
+            var cells = [row]
+            var expected = [row]
+            for secret in secrets {
+                cells.append(await succeeds(as: user, ["/bin/cat", secret.path]) ? "yes" : "no")
+                expected.append(user == secret.owner ? "yes" : "no")
+            }
+            var reachable: [String: Bool] = [:]
+            for service in services {
+                let canConnect = await succeeds(as: user, connect + [service.socket])
+                reachable[service.name] = canConnect
+                cells.append(canConnect ? "yes" : "no")
+                expected.append(service.clients.contains(user) ? "yes" : "no")
+            }
+            for service in services {
+                let policy = try #require(policies[service.name])
+                let intendedMethods = service.methods.filter { policy.allows(method: $0, peer: PeerCredentials(pid: 1, uid: uid, gid: 1)) }
+                expected.append(service.clients.contains(user) ? Self.summary(admitted: intendedMethods, of: service.methods) : "cannot connect")
+                guard reachable[service.name] == true else { cells.append("cannot connect"); continue }
+                let calls = service.methods.flatMap { [$0, "ff"] }
+                let output = try await Shell.run("/usr/bin/setpriv", ["--reuid=\(user)", "--regid=\(user)", "--init-groups", "--no-new-privs", "/usr/bin/python3", client, service.socket] + calls)
+                let codes = output.split(separator: "\n").compactMap { line in
+                    (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["code"] as? Int
+                }
+                try #require(codes.count == service.methods.count, "\(row) → \(service.name): \(output.suffix(500))")
+                let admitted = zip(service.methods, codes).filter { $0.1 != Int(RPCError.Code.permissionDenied.rawValue) }.map(\.0)
+                cells.append(Self.summary(admitted: admitted, of: service.methods))
+            }
+            measured.append(cells)
+            intended.append(expected)
+        }
+        #expect(measured == intended, "measured:\n\(Self.markdownTable(header, measured))\nintended:\n\(Self.markdownTable(header, intended))")
+
+        // The document carries the measured table; a difference fails until it is regenerated.
+        let table = Self.markdownTable(header, measured)
+        let documentPath = repositoryRoot + "/docs/threat-model.md"
+        let document = try String(contentsOfFile: documentPath, encoding: .utf8)
+        let begin = "<!-- access-matrix:begin (generated by fourServicesAsFourUsersServeTheBrokerRoutesEndToEnd_X1_C7) -->\n"
+        let end = "<!-- access-matrix:end -->"
+        let start = try #require(document.range(of: begin), "docs/threat-model.md has no access-matrix markers")
+        let stop = try #require(document.range(of: end, range: start.upperBound..<document.endIndex))
+        let current = String(document[start.upperBound..<stop.lowerBound])
+        if current != table {
+            if ProcessInfo.processInfo.environment["CLAU_UPDATE_THREAT_MODEL"] == "1" {
+                try (document[..<start.upperBound] + table + document[stop.lowerBound...]).write(toFile: documentPath, atomically: true, encoding: .utf8)
+            } else {
+                Issue.record("docs/threat-model.md's access matrix differs from the measurement; rerun with CLAU_UPDATE_THREAT_MODEL=1 to write it:\n\(table)")
+            }
+        }
+    }
+
+    /// "all N", "none", or the shorter of the admitted list and the "all but" list.
+    static func summary(admitted: [String], of methods: [String]) -> String {
+        let short = { (names: [String]) in names.map { String($0.split(separator: "/").last ?? "") }.joined(separator: ", ") }
+        if admitted.isEmpty { return "none of \(methods.count)" }
+        if admitted.count == methods.count { return "all \(methods.count)" }
+        let refused = methods.filter { !admitted.contains($0) }
+        return refused.count <= admitted.count
+            ? "\(admitted.count) of \(methods.count): all but \(short(refused))"
+            : "\(admitted.count) of \(methods.count): \(short(admitted))"
+    }
+
+    static func markdownTable(_ header: [String], _ rows: [[String]]) -> String {
+        ([header, header.map { _ in "---" }] + rows).map { "| " + $0.joined(separator: " | ") + " |" }.joined(separator: "\n") + "\n"
     }
 }
