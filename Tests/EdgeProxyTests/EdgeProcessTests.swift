@@ -423,11 +423,31 @@ extension EdgeProcessTests {
         (try? await Shell.run("/usr/bin/setpriv", ["--reuid=\(user)", "--regid=\(user)", "--init-groups", "--no-new-privs"] + command)) != nil
     }
 
-    @Test func fourServicesAsFourUsersServeTheBrokerRoutesEndToEnd_X1_C7() async throws {
-        guard getuid() == 0 else {
-            print("SKIP fourServicesAsFourUsersServeTheBrokerRoutesEndToEnd_X1_C7: needs root to create service users (uid \(getuid()))")
-            return
-        }
+    static let journeyPassword = "Tq7!vexing-Walrus-orbit"
+
+    /// Registers `email` (if new) and logs in over HTTPS: the token pair.
+    func signIn(_ deployment: Deployment, _ email: String, password: String = journeyPassword) async throws -> (access: String, refresh: String) {
+        _ = try await send(deployment, .post, "/v1/auth/register", body: #"{"email":"\#(email)","password":"\#(password)","full_name":"Four Process"}"#)
+        let login = try await send(deployment, .post, "/v1/auth/login", body: #"{"email":"\#(email)","password":"\#(password)"}"#)
+        try #require(login.status == .ok, "\(login.text.prefix(300))")
+        let object = try login.jsonObject()
+        return (try #require(object["access_token"] as? String), try #require(object["refresh_token"] as? String))
+    }
+
+    /// The authorize URL the edge hands out, followed at the fake (as a browser would): its
+    /// redirect's code and state.
+    func authorizeAlpaca(_ deployment: Deployment, _ token: String) async throws -> (code: String, state: String) {
+        let authorize = try await send(deployment, .get, "/v1/alpaca/oauth/authorize-url", headers: bearer(token))
+        try #require(authorize.status == .ok, "\(authorize.text.prefix(300))")
+        let url = try #require(try authorize.jsonObject()["url"] as? String)
+        let location = try await Shell.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{redirect_url}", url])
+        let query = try #require(URLComponents(string: location)?.queryItems)
+        return (try #require(query.first { $0.name == "code" }?.value), try #require(query.first { $0.name == "state" }?.value))
+    }
+
+    /// Auth, vault, broker, fakes and edge running as installed, each as its own user, the edge
+    /// ready; `body` gets the deployment and the processes (fakes, vault, broker, auth, edge).
+    func withFourServices(_ body: (Deployment, BrokerDeployment, [SpawnedProcess]) async throws -> Void) async throws {
         defer { for user in [Self.edgeUser, Self.authUser, Self.vaultUser, Self.brokerUser] { removeSystemUser(user) } }
         let deployment = try await deploy()
         defer { deployment.cleanUp() }
@@ -439,119 +459,218 @@ extension EdgeProcessTests {
         defer { for process in [edge, auth] + backends { process.kill() } }
         let ready = try await eventually(within: .seconds(30)) { (try? await send(deployment, .get, "/readyz").status) == .ok }
         try #require(ready, "edge not ready: \(edge.output.suffix(1500)) broker: \(backends[2].output.suffix(1500))")
+        try await body(deployment, brokerDeployment, backends + [auth, edge])
+    }
 
-        // Each process runs as its own user.
-        #expect(try uid(of: backends[1]) == systemUser(Self.vaultUser)?.uid)
-        #expect(try uid(of: backends[2]) == systemUser(Self.brokerUser)?.uid)
-        #expect(try uid(of: edge) == systemUser(Self.edgeUser)?.uid)
-
-        func session(_ email: String) async throws -> String {
-            let password = "Tq7!vexing-Walrus-orbit"
-            _ = try await send(deployment, .post, "/v1/auth/register", body: #"{"email":"\#(email)","password":"\#(password)","full_name":"Four Process"}"#)
-            let login = try await send(deployment, .post, "/v1/auth/login", body: #"{"email":"\#(email)","password":"\#(password)"}"#)
-            try #require(login.status == .ok, "\(login.text.prefix(300))")
-            return try #require(try login.jsonObject()["access_token"] as? String)
+    @Test func fourServicesAsFourUsersServeTheBrokerRoutesEndToEnd_X1_C7() async throws {
+        guard getuid() == 0 else {
+            print("SKIP fourServicesAsFourUsersServeTheBrokerRoutesEndToEnd_X1_C7: needs root to create service users (uid \(getuid()))")
+            return
         }
-        let alice = try await session("alice4@example.com")
-        let bob = try await session("bob4@example.com")
+        try await withFourServices { deployment, brokerDeployment, processes in
+            let (backends, edge) = (Array(processes.prefix(3)), processes[4])
 
-        // Alpaca OAuth through the edge, the broker, the vault and the fake.
-        func authorize(_ token: String) async throws -> (code: String, state: String) {
-            let authorize = try await send(deployment, .get, "/v1/alpaca/oauth/authorize-url", headers: bearer(token))
-            try #require(authorize.status == .ok, "\(authorize.text.prefix(300))")
-            let url = try #require(try authorize.jsonObject()["url"] as? String)
-            let location = try await Shell.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{redirect_url}", url])
-            let query = try #require(URLComponents(string: location)?.queryItems)
-            return (try #require(query.first { $0.name == "code" }?.value), try #require(query.first { $0.name == "state" }?.value))
-        }
-        func connect(_ token: String, _ grant: (code: String, state: String)) async throws -> TestClient.Response {
-            try await send(deployment, .post, "/v1/alpaca/oauth/callback", headers: bearer(token), body: #"{"code":"\#(grant.code)","state":"\#(grant.state)"}"#)
-        }
-        let (code, state) = try await authorize(alice)
-        let callback = try await connect(alice, (code, state))
-        #expect(callback.status == .ok, "\(callback.text.prefix(300))")
-        // The same state again, or presented by Bob: 400 invalid_state.
-        let replay = try await send(deployment, .post, "/v1/alpaca/oauth/callback", headers: bearer(bob), body: #"{"code":"\#(code)","state":"\#(state)"}"#)
-        #expect(replay.status == .badRequest && replay.text.contains("invalid_state"))
+            // Each process runs as its own user.
+            #expect(try uid(of: backends[1]) == systemUser(Self.vaultUser)?.uid)
+            #expect(try uid(of: backends[2]) == systemUser(Self.brokerUser)?.uid)
+            #expect(try uid(of: edge) == systemUser(Self.edgeUser)?.uid)
 
-        let account = try await send(deployment, .get, "/v1/alpaca/account", headers: bearer(alice))
-        let accountStatus = try account.jsonObject()["status"] as? String
-        #expect(account.status == .ok && accountStatus == "ACTIVE")
-        #expect(try await send(deployment, .get, "/v1/alpaca/account", headers: bearer(bob)).text.contains("alpaca_not_connected"))
-        #expect(try await connect(bob, try await authorize(bob)).status == .ok)
-        let order = try await send(deployment, .post, "/v1/alpaca/orders", headers: bearer(alice),
-                                   body: #"{"symbol":"AAPL","side":"buy","type":"limit","time_in_force":"gtc","qty":"1","limit_price":"1.00"}"#)
-        try #require(order.status == .created, "\(order.text.prefix(300))")
-        let orderID = try #require(try order.jsonObject()["id"] as? String)
-        // Bob with Alice's order id: 404 (C-7); Alice: 204.
-        #expect(try await send(deployment, .delete, "/v1/alpaca/orders/\(orderID)", headers: bearer(bob)).status == .notFound)
-        #expect(try await send(deployment, .delete, "/v1/alpaca/orders/\(orderID)", headers: bearer(alice)).status == .noContent)
-        let me = try await send(deployment, .get, "/v1/me", headers: bearer(alice))
-        let aliceID = try #require(try me.jsonObject()["id"] as? String)
-        #expect(try await send(deployment, .get, "/v1/users/\(aliceID)/subscription", headers: bearer(bob)).status == .notFound)
-        #expect(try await send(deployment, .get, "/v1/users/\(aliceID)/subscription", headers: bearer(alice)).status == .ok)
+            func session(_ email: String) async throws -> String { try await signIn(deployment, email).access }
+            let alice = try await session("alice4@example.com")
+            let bob = try await session("bob4@example.com")
 
-        // X-1, as an attacker holding each process would try: the edge's uid cannot reach the
-        // vault's socket nor read its keys or the broker's secrets; the broker's database role
-        // cannot read the auth schema; a uid the vault does not name gets no Decrypt.
-        let connect = ["/usr/bin/python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])"]
-        #expect(await succeeds(as: Self.brokerUser, connect + [brokerDeployment.vaultSocket]))
-        #expect(!(await succeeds(as: Self.edgeUser, connect + [brokerDeployment.vaultSocket])))
-        #expect(await succeeds(as: Self.edgeUser, connect + [brokerDeployment.brokerSocket]))
-        #expect(!(await succeeds(as: Self.authUser, connect + [brokerDeployment.brokerSocket])))
-        #expect(!(await succeeds(as: Self.edgeUser, ["/bin/cat", deployment.directory + "/vault-keys/fernet-keys"])))
-        #expect(!(await succeeds(as: Self.edgeUser, ["/bin/cat", deployment.directory + "/broker-credentials/stripe-secret-key"])))
-        #expect(!(await succeeds(as: Self.brokerUser, ["/bin/cat", deployment.directory + "/auth-keys/jwt.pem"])))
-        // Decrypt answers the broker's uid only, whoever else reaches the socket (root here): the
-        // broker gets a verdict on the (bogus) token, any other uid PERMISSION_DENIED.
-        let client = try copyFixtureToWorldReadableDirectory("rpc_call.py")
-        let decrypt = "0a0141120f616c706163613a757365723a7878"
-        func decryptCode(as user: String?) async throws -> Int? {
-            let command = [client, brokerDeployment.vaultSocket, "clau.vault.Vault/Decrypt", decrypt]
-            let output = user == nil
-                ? try await Shell.run("/usr/bin/python3", command)
-                : try await Shell.run("/usr/bin/setpriv", ["--reuid=\(user!)", "--regid=\(user!)", "--init-groups", "--no-new-privs", "/usr/bin/python3"] + command)
-            return (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])?["code"] as? Int
-        }
-        #expect(try await decryptCode(as: nil) == 7)
-        #expect(try await decryptCode(as: Self.brokerUser) == 3)
-        let pg = deployment.postgresSocket
-        let pgDirectory = String(pg[..<pg.lastIndex(of: "/")!])
-        let pgPort = String(pg.split(separator: ".").last!)
-        let psql = ["/usr/bin/psql", "-h", pgDirectory, "-p", pgPort, "-d", "clau", "-v", "ON_ERROR_STOP=1", "-Atc"]
-        #expect(await succeeds(as: "root", psql + ["SELECT count(*) FROM broker.alpaca_connections", "-U", "clau_broker"]))
-        #expect(!(await succeeds(as: "root", psql + ["SELECT count(*) FROM auth.users", "-U", "clau_broker"])))
-        #expect(!(await succeeds(as: "root", psql + ["SELECT count(*) FROM broker.alpaca_connections", "-U", "clau_auth"])))
+            // Alpaca OAuth through the edge, the broker, the vault and the fake.
+            func authorize(_ token: String) async throws -> (code: String, state: String) { try await authorizeAlpaca(deployment, token) }
+            func connect(_ token: String, _ grant: (code: String, state: String)) async throws -> TestClient.Response {
+                try await send(deployment, .post, "/v1/alpaca/oauth/callback", headers: bearer(token), body: #"{"code":"\#(grant.code)","state":"\#(grant.state)"}"#)
+            }
+            let (code, state) = try await authorize(alice)
+            let callback = try await connect(alice, (code, state))
+            #expect(callback.status == .ok, "\(callback.text.prefix(300))")
+            // The same state again, or presented by Bob: 400 invalid_state.
+            let replay = try await send(deployment, .post, "/v1/alpaca/oauth/callback", headers: bearer(bob), body: #"{"code":"\#(code)","state":"\#(state)"}"#)
+            #expect(replay.status == .badRequest && replay.text.contains("invalid_state"))
 
-        // R-11 as an operator runs it: the vault (its own user) writes a new key to the key file
-        // it owns, the broker re-wraps every stored token, the old key is retired, and Alice's
-        // connection still works under the new key alone.
-        let keyFile = deployment.directory + "/vault-keys/fernet-keys"
-        let clauctl = repositoryRoot + "/.build/debug/clauctl"
-        func currentKeyID() async throws -> String {
-            let status = try await Shell.run(clauctl, ["broker", "rotation-status", "--socket", brokerDeployment.brokerSocket])
-            return try #require(status.firstMatch(of: /current key id: ([0-9a-f]+);/).map { String($0.1) }, "\(status)")
-        }
-        func keyLines() throws -> Int {
-            try String(contentsOfFile: keyFile, encoding: .utf8).split(separator: "\n").count
-        }
-        let oldKeyID = try await currentKeyID()
-        let rotated = try await Shell.run(clauctl, ["broker", "rotate", "--socket", brokerDeployment.brokerSocket])
-        let newKeyID = try await currentKeyID()
-        #expect(newKeyID != oldKeyID && rotated.contains("new current key id: \(newKeyID)") && rotated.contains(/done: [1-9][0-9]* re-wrapped/), "\(rotated)")
-        #expect(try keyLines() == 2)
-        var keyFileStatus = stat()
-        let vaultUID = systemUser(Self.vaultUser)?.uid
-        #expect(stat(keyFile, &keyFileStatus) == 0 && keyFileStatus.st_uid == vaultUID && keyFileStatus.st_mode & 0o777 == 0o400)
-        _ = try await Shell.run(clauctl, ["broker", "retire-key", "--socket", brokerDeployment.brokerSocket, "--key-id", oldKeyID])
-        #expect(try keyLines() == 1)
-        let afterRotation = try await send(deployment, .get, "/v1/alpaca/account", headers: bearer(alice))
-        #expect(afterRotation.status == .ok, "\(afterRotation.text.prefix(300))")
+            let account = try await send(deployment, .get, "/v1/alpaca/account", headers: bearer(alice))
+            let accountStatus = try account.jsonObject()["status"] as? String
+            #expect(account.status == .ok && accountStatus == "ACTIVE")
+            #expect(try await send(deployment, .get, "/v1/alpaca/account", headers: bearer(bob)).text.contains("alpaca_not_connected"))
+            #expect(try await connect(bob, try await authorize(bob)).status == .ok)
+            let order = try await send(deployment, .post, "/v1/alpaca/orders", headers: bearer(alice),
+                                       body: #"{"symbol":"AAPL","side":"buy","type":"limit","time_in_force":"gtc","qty":"1","limit_price":"1.00"}"#)
+            try #require(order.status == .created, "\(order.text.prefix(300))")
+            let orderID = try #require(try order.jsonObject()["id"] as? String)
+            // Bob with Alice's order id: 404 (C-7); Alice: 204.
+            #expect(try await send(deployment, .delete, "/v1/alpaca/orders/\(orderID)", headers: bearer(bob)).status == .notFound)
+            #expect(try await send(deployment, .delete, "/v1/alpaca/orders/\(orderID)", headers: bearer(alice)).status == .noContent)
+            let me = try await send(deployment, .get, "/v1/me", headers: bearer(alice))
+            let aliceID = try #require(try me.jsonObject()["id"] as? String)
+            #expect(try await send(deployment, .get, "/v1/users/\(aliceID)/subscription", headers: bearer(bob)).status == .notFound)
+            #expect(try await send(deployment, .get, "/v1/users/\(aliceID)/subscription", headers: bearer(alice)).status == .ok)
 
-        // X-1 as one matrix: what each service's uid can read, reach and call, measured against
-        // the running processes and compared with what the deployment intends; the table in
-        // docs/threat-model.md is this measurement.
-        try await checkAccessMatrix(deployment, brokerDeployment)
+            // X-1, as an attacker holding each process would try: the edge's uid cannot reach the
+            // vault's socket nor read its keys or the broker's secrets; the broker's database role
+            // cannot read the auth schema; a uid the vault does not name gets no Decrypt.
+            let connect = ["/usr/bin/python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])"]
+            #expect(await succeeds(as: Self.brokerUser, connect + [brokerDeployment.vaultSocket]))
+            #expect(!(await succeeds(as: Self.edgeUser, connect + [brokerDeployment.vaultSocket])))
+            #expect(await succeeds(as: Self.edgeUser, connect + [brokerDeployment.brokerSocket]))
+            #expect(!(await succeeds(as: Self.authUser, connect + [brokerDeployment.brokerSocket])))
+            #expect(!(await succeeds(as: Self.edgeUser, ["/bin/cat", deployment.directory + "/vault-keys/fernet-keys"])))
+            #expect(!(await succeeds(as: Self.edgeUser, ["/bin/cat", deployment.directory + "/broker-credentials/stripe-secret-key"])))
+            #expect(!(await succeeds(as: Self.brokerUser, ["/bin/cat", deployment.directory + "/auth-keys/jwt.pem"])))
+            // Decrypt answers the broker's uid only, whoever else reaches the socket (root here): the
+            // broker gets a verdict on the (bogus) token, any other uid PERMISSION_DENIED.
+            let client = try copyFixtureToWorldReadableDirectory("rpc_call.py")
+            let decrypt = "0a0141120f616c706163613a757365723a7878"
+            func decryptCode(as user: String?) async throws -> Int? {
+                let command = [client, brokerDeployment.vaultSocket, "clau.vault.Vault/Decrypt", decrypt]
+                let output = user == nil
+                    ? try await Shell.run("/usr/bin/python3", command)
+                    : try await Shell.run("/usr/bin/setpriv", ["--reuid=\(user!)", "--regid=\(user!)", "--init-groups", "--no-new-privs", "/usr/bin/python3"] + command)
+                return (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])?["code"] as? Int
+            }
+            #expect(try await decryptCode(as: nil) == 7)
+            #expect(try await decryptCode(as: Self.brokerUser) == 3)
+            let pg = deployment.postgresSocket
+            let pgDirectory = String(pg[..<pg.lastIndex(of: "/")!])
+            let pgPort = String(pg.split(separator: ".").last!)
+            let psql = ["/usr/bin/psql", "-h", pgDirectory, "-p", pgPort, "-d", "clau", "-v", "ON_ERROR_STOP=1", "-Atc"]
+            #expect(await succeeds(as: "root", psql + ["SELECT count(*) FROM broker.alpaca_connections", "-U", "clau_broker"]))
+            #expect(!(await succeeds(as: "root", psql + ["SELECT count(*) FROM auth.users", "-U", "clau_broker"])))
+            #expect(!(await succeeds(as: "root", psql + ["SELECT count(*) FROM broker.alpaca_connections", "-U", "clau_auth"])))
+
+            // R-11 as an operator runs it: the vault (its own user) writes a new key to the key file
+            // it owns, the broker re-wraps every stored token, the old key is retired, and Alice's
+            // connection still works under the new key alone.
+            let keyFile = deployment.directory + "/vault-keys/fernet-keys"
+            let clauctl = repositoryRoot + "/.build/debug/clauctl"
+            func currentKeyID() async throws -> String {
+                let status = try await Shell.run(clauctl, ["broker", "rotation-status", "--socket", brokerDeployment.brokerSocket])
+                return try #require(status.firstMatch(of: /current key id: ([0-9a-f]+);/).map { String($0.1) }, "\(status)")
+            }
+            func keyLines() throws -> Int {
+                try String(contentsOfFile: keyFile, encoding: .utf8).split(separator: "\n").count
+            }
+            let oldKeyID = try await currentKeyID()
+            let rotated = try await Shell.run(clauctl, ["broker", "rotate", "--socket", brokerDeployment.brokerSocket])
+            let newKeyID = try await currentKeyID()
+            #expect(newKeyID != oldKeyID && rotated.contains("new current key id: \(newKeyID)") && rotated.contains(/done: [1-9][0-9]* re-wrapped/), "\(rotated)")
+            #expect(try keyLines() == 2)
+            var keyFileStatus = stat()
+            let vaultUID = systemUser(Self.vaultUser)?.uid
+            #expect(stat(keyFile, &keyFileStatus) == 0 && keyFileStatus.st_uid == vaultUID && keyFileStatus.st_mode & 0o777 == 0o400)
+            _ = try await Shell.run(clauctl, ["broker", "retire-key", "--socket", brokerDeployment.brokerSocket, "--key-id", oldKeyID])
+            #expect(try keyLines() == 1)
+            let afterRotation = try await send(deployment, .get, "/v1/alpaca/account", headers: bearer(alice))
+            #expect(afterRotation.status == .ok, "\(afterRotation.text.prefix(300))")
+
+            // X-1 as one matrix: what each service's uid can read, reach and call, measured against
+            // the running processes and compared with what the deployment intends; the table in
+            // docs/threat-model.md is this measurement.
+            try await checkAccessMatrix(deployment, brokerDeployment)
+        }
+    }
+}
+
+// MARK: One user's whole journey
+
+extension EdgeProcessTests {
+    /// Every step a user takes, over HTTPS against the installed services (each its own user):
+    /// register → login → refresh → link Alpaca (OAuth against the fake) → account, positions →
+    /// place, list and cancel an order → link a bank → balances → subscription checkout → the
+    /// signed webhook → subscription active → a reset by the code that arrives by mail → every
+    /// old token dead → log in with the new password → logout. (C-2, C-7, C-14, R-1, R-6.)
+    @Test func oneUsersWholeJourneyOverHTTPSAcrossTheFourServices_C2_R1_C14() async throws {
+        guard getuid() == 0 else {
+            print("SKIP oneUsersWholeJourneyOverHTTPSAcrossTheFourServices_C2_R1_C14: needs root to create service users (uid \(getuid()))")
+            return
+        }
+        try await withFourServices { deployment, brokerDeployment, _ in
+            func call(_ method: HTTPRequest.Method, _ path: String, _ token: String?, _ body: String? = nil) async throws -> TestClient.Response {
+                try await send(deployment, method, path, headers: token.map(bearer) ?? [:], body: body)
+            }
+            func fake(_ path: String) async throws -> [String: Any] {
+                let output = try await Shell.run("/usr/bin/curl", ["-s", "-f", "-X", "POST", brokerDeployment.fakesURL + path])
+                return try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+            }
+            let email = "journey@example.com"
+            let first = try await signIn(deployment, email)
+
+            // Refresh: a new pair; the new access token works.
+            let refreshed = try await call(.post, "/v1/auth/refresh", nil, #"{"refresh_token":"\#(first.refresh)"}"#)
+            try #require(refreshed.status == .ok, "\(refreshed.text.prefix(300))")
+            let access = try #require(try refreshed.jsonObject()["access_token"] as? String)
+            let refresh = try #require(try refreshed.jsonObject()["refresh_token"] as? String)
+            let me = try await call(.get, "/v1/me", access)
+            let userID = try #require(try me.jsonObject()["id"] as? String)
+
+            // Alpaca: link, account, positions, an order placed, listed and cancelled.
+            let grant = try await authorizeAlpaca(deployment, access)
+            #expect(try await call(.post, "/v1/alpaca/oauth/callback", access, #"{"code":"\#(grant.code)","state":"\#(grant.state)"}"#).status == .ok)
+            #expect(try await call(.get, "/v1/alpaca/account", access).status == .ok)
+            let positions = try await call(.get, "/v1/alpaca/positions", access)
+            #expect(positions.status == .ok, "\(positions.text.prefix(300))")
+            let order = try await call(.post, "/v1/alpaca/orders", access, #"{"symbol":"MSFT","side":"buy","type":"limit","time_in_force":"day","qty":"2","limit_price":"10.50"}"#)
+            try #require(order.status == .created, "\(order.text.prefix(300))")
+            let orderID = try #require(try order.jsonObject()["id"] as? String)
+            let orders = try await call(.get, "/v1/alpaca/orders", access)
+            #expect(orders.status == .ok && orders.text.contains(orderID))
+            #expect(try await call(.delete, "/v1/alpaca/orders/\(orderID)", access).status == .noContent)
+
+            // A bank through Financial Connections: session, completed at the fake, linked, balances.
+            let session = try await call(.post, "/v1/stripe/financial-connections/sessions", access, "{}")
+            try #require(session.status == .created, "\(session.text.prefix(300))")
+            let sessionID = try #require(try session.jsonObject()["session_id"] as? String)
+            _ = try await fake("/_fake/stripe/financial_connections/sessions/\(sessionID)/complete?accounts=2")
+            let linked = try await call(.post, "/v1/stripe/financial-connections/accounts", access, #"{"session_id":"\#(sessionID)"}"#)
+            #expect(linked.status == .ok, "\(linked.text.prefix(300))")
+            let balances = try await call(.get, "/v1/stripe/balances", access)
+            let accounts = try balances.jsonObject()["accounts"] as? [[String: Any]]
+            #expect(balances.status == .ok && accounts?.count == 2, "\(balances.text.prefix(300))")
+
+            // Subscription: checkout, completed at the fake, its signed webhook through the edge.
+            let checkout = try await call(.post, "/v1/stripe/subscription/checkout", access, "{}")
+            try #require(checkout.status == .created, "\(checkout.text.prefix(300))")
+            let checkoutID = try #require(try checkout.jsonObject()["session_id"] as? String)
+            #expect(try await call(.get, "/v1/users/\(userID)/subscription", access).text.contains(#""status":"none""#))
+            let delivery = try await fake("/_fake/stripe/checkout/sessions/\(checkoutID)/complete")
+            let payload = try #require(delivery["payload"] as? String)
+            let signature = try #require(delivery["stripe_signature"] as? String)
+            let webhook = try await send(deployment, .post, "/v1/stripe/webhook", headers: [HTTPField.Name("Stripe-Signature")!: signature], body: payload)
+            #expect(webhook.status == .ok, "\(webhook.text.prefix(300))")
+            let subscription = try await call(.get, "/v1/users/\(userID)/subscription", access)
+            #expect(subscription.text.contains(#""status":"active""#), "\(subscription.text.prefix(300))")
+
+            // A reset by the code that arrives by mail ends every session (R-6, C-2).
+            #expect(try await call(.post, "/v1/auth/password/forgot", nil, #"{"email":"\#(email)"}"#).status == .accepted)
+            let mailbox = deployment.directory + "/mail/new"
+            var code: String?
+            _ = try await eventually(within: .seconds(10)) {
+                let files = (try? FileManager.default.contentsOfDirectory(atPath: mailbox)) ?? []
+                let text = files.compactMap { try? String(contentsOfFile: mailbox + "/" + $0, encoding: .utf8) }.joined()
+                code = text.matches(of: /\b(\d{6})\b/).last.map { String($0.1) }
+                return code != nil
+            }
+            let resetCode = try #require(code, "no reset code in \(mailbox)")
+            let newPassword = "Quiet-harbour-7-lanterns"
+            let reset = try await call(.post, "/v1/auth/password/reset", nil, #"{"email":"\#(email)","code":"\#(resetCode)","new_password":"\#(newPassword)"}"#)
+            #expect(reset.status == .noContent, "\(reset.text.prefix(300))")
+            let oldAccessDead = try await eventually(within: .seconds(2)) { try await call(.get, "/v1/me", access).status == .unauthorized }
+            #expect(oldAccessDead, "R-1: the old access token still works after the reset")
+            #expect(try await call(.post, "/v1/auth/refresh", nil, #"{"refresh_token":"\#(refresh)"}"#).status == .unauthorized)
+            #expect(try await call(.get, "/v1/alpaca/account", access).status == .unauthorized)
+            let login = try await send(deployment, .post, "/v1/auth/login", body: #"{"email":"\#(email)","password":"\#(newPassword)"}"#)
+            try #require(login.status == .ok)
+            let fresh = try #require(try login.jsonObject()["access_token"] as? String)
+            // The linked Alpaca account survives the reset (it belongs to the user, not the session).
+            #expect(try await call(.get, "/v1/alpaca/account", fresh).status == .ok)
+
+            // Logout ends this session at once.
+            #expect(try await call(.post, "/v1/auth/logout", fresh).status == .noContent)
+            let loggedOut = try await eventually(within: .seconds(2)) { try await call(.get, "/v1/me", fresh).status == .unauthorized }
+            #expect(loggedOut)
+        }
     }
 }
 
