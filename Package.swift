@@ -75,7 +75,7 @@ let package = Package(
         .target(
             name: "ClauDatabase",
             dependencies: [
-                "ClauSupport",
+                "ClauSupport", "RPC",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
