@@ -225,6 +225,7 @@ let package = Package(
             name: "clauctl",
             dependencies: [
                 "RPC", "ClauSupport", "ClauDatabase", "VaultService",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -388,6 +389,17 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        // clauctl backup/restore as the built executable, between two real PostgreSQL clusters,
+        // with data written through the auth handlers and a vault (C-18).
+        .testTarget(
+            name: "BackupTests",
+            dependencies: [
+                "AuthService", "BrokerService", "VaultService", "RPC", "TestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         // Through real sockets: the edge on 127.0.0.1 and a real auth service on a real PostgreSQL.
