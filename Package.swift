@@ -364,8 +364,10 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthServiceTests",
+            // BrokerService and VaultService: the backup test (BackupRestoreTests) restores a
+            // vault-sealed token beside the accounts.
             dependencies: [
-                "AuthService", "RPC", "TestSupport", "ClauSupport",
+                "AuthService", "RPC", "TestSupport", "ClauSupport", "BrokerService", "VaultService",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -389,17 +391,6 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             exclude: ["Fixtures"],
-            swiftSettings: swiftSettings
-        ),
-        // clauctl backup/restore as the built executable, between two real PostgreSQL clusters,
-        // with data written through the auth handlers and a vault (C-18).
-        .testTarget(
-            name: "BackupTests",
-            dependencies: [
-                "AuthService", "BrokerService", "VaultService", "RPC", "TestSupport",
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
             swiftSettings: swiftSettings
         ),
         // Through real sockets: the edge on 127.0.0.1 and a real auth service on a real PostgreSQL.

@@ -1,4 +1,3 @@
-import AuthService
 import BrokerService
 import Foundation
 import Logging
@@ -8,15 +7,15 @@ import TestSupport
 import Testing
 import VaultService
 
+@testable import AuthService
+
 /// `clauctl backup` and `clauctl restore` (C-18, runbook C-19), run as the built executable against
 /// real PostgreSQL clusters, with data written through the real auth handlers and a real vault.
 @Suite("Backups that restore", .serialized, .timeLimit(.minutes(8)))
 struct BackupRestoreTests {
     static let clauctl = repositoryRoot + "/.build/debug/clauctl"
     static let pgBindir = "/usr/lib/postgresql/15/bin"
-    static let edgePeer = PeerCredentials(pid: 20, uid: 31_001, gid: 31_001)
     static let brokerPeer = PeerCredentials(pid: 22, uid: 31_003, gid: 31_003)
-    static let password = "Tq7!vexing-Walrus-orbit"
     static let quiet = Logger(label: "backup-test") { _ in SwiftLogNoOpLogHandler() }
 
     /// Users and sessions through AuthService, an Alpaca token sealed by the vault in `broker`,
@@ -29,11 +28,11 @@ struct BackupRestoreTests {
         let secret = AuthSecrets.random()
         let alpacaToken = "alpaca-access-\(UUID().uuidString)"
 
-        let (userID, refreshToken) = try await Self.withAuth(on: source, signingKey: signingKey, secret: secret) { auth in
-            try await Self.register(auth, "ada@example.com")
-            try await Self.register(auth, "grace@example.com")
-            _ = try await Self.login(auth, "grace@example.com")
-            let login = try await Self.login(auth, "ada@example.com")
+        let (userID, refreshToken) = try await withAuthService(signingKey: signingKey, database: source, configure: { $0.serverSecret = secret }) { auth in
+            try await auth.register("ada@example.com")
+            try await auth.register("grace@example.com")
+            _ = try await auth.login("grace@example.com")
+            let login = try await auth.login("ada@example.com")
             return (login.user.id, login.tokens.refreshToken)
         }
         let user = try #require(UUID(uuidString: userID))
@@ -47,11 +46,7 @@ struct BackupRestoreTests {
         try Data().write(to: URL(fileURLWithPath: files.backups + "/clau-20200101T000000Z.clau-backup"))
         try Data().write(to: URL(fileURLWithPath: files.backups + "/clau-20210101T000000Z.clau-backup"))
         try Data("keep me".utf8).write(to: URL(fileURLWithPath: files.backups + "/notes.txt"))
-        let backupOutput = try await Shell.run(Self.clauctl, [
-            "backup", "--key-file", files.backupKey, "--output-dir", files.backups, "--keep", "2",
-            "--socket", source.cluster.socketPath, "--database", source.name, "--pg-bindir", Self.pgBindir,
-            "--password-file", files.dbPassword,
-        ])
+        let backupOutput = try await Self.backup(source, files, to: ["--output-dir", files.backups, "--keep", "2", "--password-file", files.dbPassword])
         #expect(backupOutput.contains("removed old backup \(files.backups)/clau-20200101T000000Z.clau-backup"))
         let remaining = try FileManager.default.contentsOfDirectory(atPath: files.backups).sorted()
         #expect(remaining.count == 3 && remaining.contains("notes.txt") && remaining.contains("clau-20210101T000000Z.clau-backup"))
@@ -70,14 +65,11 @@ struct BackupRestoreTests {
             ])
             #expect(restored.contains("restored \(backup)"))
 
-            try await Self.withAuth(on: target, signingKey: signingKey, secret: secret) { auth in
-                let login = try await Self.login(auth, "ada@example.com")
+            try await withAuthService(signingKey: signingKey, database: target, configure: { $0.serverSecret = secret }) { auth in
+                let login = try await auth.login("ada@example.com")
                 #expect(login.user.id == userID)
-                var refresh = AuthRefreshRequest()
-                refresh.refreshToken = refreshToken
-                let pair = try await Self.client(auth).call(AuthAPI.refresh, refresh).tokens
-                #expect(!pair.accessToken.isEmpty)
-                _ = try await Self.login(auth, "grace@example.com")
+                #expect(try await !auth.refresh(refreshToken).accessToken.isEmpty)
+                _ = try await auth.login("grace@example.com")
             }
             let row = try await Self.query(on: target, role: "clau_broker", "SELECT token_ciphertext, key_id FROM broker.alpaca_connections WHERE user_id = \(user)", as: (String, String).self)
             #expect(row.count == 1)
@@ -95,10 +87,7 @@ struct BackupRestoreTests {
         let source = try await Self.sourceDatabase()
         try await Self.execute(on: source, role: "clau_auth", Self.insertUsers(2000))
         let backup = files.backups + "/one.clau-backup"
-        _ = try await Shell.run(Self.clauctl, [
-            "backup", "--key-file", files.backupKey, "--output", backup,
-            "--socket", source.cluster.socketPath, "--database", source.name, "--pg-bindir", Self.pgBindir,
-        ])
+        _ = try await Self.backup(source, files, to: ["--output", backup])
         let target = try await Self.emptyDatabase(source.cluster)
         let original = try Data(contentsOf: URL(fileURLWithPath: backup))
 
@@ -136,10 +125,7 @@ struct BackupRestoreTests {
         let source = try await Self.sourceDatabase()
         try await Self.execute(on: source, role: "clau_auth", Self.insertUsers(1))
         let backup = files.backups + "/one.clau-backup"
-        _ = try await Shell.run(Self.clauctl, [
-            "backup", "--key-file", files.backupKey, "--output", backup,
-            "--socket", source.cluster.socketPath, "--database", source.name, "--pg-bindir", Self.pgBindir,
-        ])
+        _ = try await Self.backup(source, files, to: ["--output", backup])
         let refusal = try await Self.refused(["restore", backup, "--key-file", files.backupKey, "--socket", source.cluster.socketPath, "--database", source.name, "--pg-bindir", Self.pgBindir])
         #expect(refusal.contains("is not empty: it already holds rows: auth.users (1 rows)"), "\(refusal)")
         #expect(try await Self.query(on: source, role: "clau_auth", "SELECT count(*) FROM auth.users", as: Int64.self) == [1])
@@ -258,6 +244,11 @@ struct BackupRestoreTests {
         }
     }
 
+    /// `clauctl backup` of `database` with the test's key into `output` (--output or --output-dir).
+    static func backup(_ database: TestDatabase, _ files: Files, to output: [String]) async throws -> String {
+        try await Shell.run(clauctl, ["backup", "--key-file", files.backupKey, "--socket", database.cluster.socketPath, "--database", database.name, "--pg-bindir", pgBindir] + output)
+    }
+
     /// Runs clauctl expecting it to fail; returns what it said.
     static func refused(_ arguments: [String]) async throws -> String {
         do {
@@ -282,53 +273,5 @@ struct BackupRestoreTests {
         let vault = try Vault.build(configuration: VaultConfiguration(socketPath: "/unused", keySource: .file(path: keyFile), brokerUIDs: [brokerPeer.uid]), logger: quiet)
         let core = RPCServerCore(router: vault.handlers.router(), accessPolicy: VaultHandlers.accessPolicy(brokerUIDs: [brokerPeer.uid], adminUIDs: []), logger: quiet)
         return CredentialVault(client: VaultRPCClient(RPCClient(transport: InProcessTransport(server: core, peer: brokerPeer))))
-    }
-
-    static func client(_ auth: AuthService) -> RPCClient {
-        RPCClient(transport: InProcessTransport(server: auth.core, peer: edgePeer))
-    }
-
-    static func register(_ auth: AuthService, _ email: String) async throws {
-        var request = AuthRegisterRequest()
-        request.email = email
-        request.password = password
-        request.fullName = "Ada Lovelace"
-        _ = try await client(auth).call(AuthAPI.register, request)
-    }
-
-    static func login(_ auth: AuthService, _ email: String) async throws -> AuthLoginResponse {
-        var request = AuthLoginRequest()
-        request.email = email
-        request.password = password
-        return try await client(auth).call(AuthAPI.login, request)
-    }
-
-    /// The auth service on `database` (bcrypt cost 4, test-only), its PostgreSQL client running
-    /// for the duration of `body`.
-    static func withAuth<T: Sendable>(on database: TestDatabase, signingKey: SigningKey, secret: AuthSecrets, _ body: @Sendable (AuthService) async throws -> T) async throws -> T {
-        var configuration = AuthConfiguration(socketPath: "/unused", database: database.clientConfiguration(role: "clau_auth"), signingKeys: [signingKey], serverSecret: secret)
-        let mailbox = FileManager.default.temporaryDirectory.appendingPathComponent("clau-backup-mail-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: mailbox) }
-        configuration.mailer = MaildirMailer(directory: mailbox, renderer: try MailRenderer(messageIDDomain: "clau.test"))
-        configuration.bcryptCost = 4
-        configuration.allowWeakBcryptCostForTests = true
-        configuration.bcryptThreads = 1
-        configuration.database.options.maximumConnections = 2
-        configuration.edgeUIDs = [edgePeer.uid]
-        let service = try await AuthService.build(configuration: configuration, logger: quiet)
-        let result: Result<T, any Error> = await withTaskGroup(of: Void.self) { group in
-            group.addTask { await service.postgres.run() }
-            group.addTask { try? await service.outbox.run() }
-            let result: Result<T, any Error>
-            do {
-                result = .success(try await body(service))
-            } catch {
-                result = .failure(error)
-            }
-            group.cancelAll()
-            return result
-        }
-        try? await service.bcryptPool.shutdownGracefully()
-        return try result.get()
     }
 }
