@@ -228,6 +228,7 @@ let package = Package(
             name: "clauctl",
             dependencies: [
                 "RPC", "ClauSupport", "ClauDatabase", "VaultService",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -366,8 +367,10 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthServiceTests",
+            // BrokerService and VaultService: the backup test (BackupRestoreTests) restores a
+            // vault-sealed token beside the accounts.
             dependencies: [
-                "AuthService", "RPC", "TestSupport", "ClauSupport",
+                "AuthService", "RPC", "TestSupport", "ClauSupport", "BrokerService", "VaultService",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "JWTKit", package: "jwt-kit"),

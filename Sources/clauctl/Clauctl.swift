@@ -6,13 +6,14 @@ import Logging
 import NIOPosix
 import PostgresNIO
 
-/// The operator's tool (SPEC §5, C-19): migrate the database, generate and rotate keys.
+/// The operator's tool (SPEC §5, C-19): migrate the database, generate and rotate keys, back up
+/// and restore (C-18).
 @main
 struct Clauctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clauctl",
-        abstract: "Administer a Clau backend: database migrations and key management.",
-        subcommands: [Migrate.self, VaultCommand.self, AuthCommand.self, BrokerCommand.self]
+        abstract: "Administer a Clau backend: database migrations, key management, backups.",
+        subcommands: [Migrate.self, VaultCommand.self, AuthCommand.self, BrokerCommand.self, BackupCommand.self, Restore.self]
     )
 }
 
@@ -29,7 +30,7 @@ struct DatabaseOptions: ParsableArguments {
     @Option(help: "Database name.")
     var database: String = "clau"
 
-    @Option(help: "Role to connect as (default: the schema's owner, clau_<schema>).")
+    @Option(help: "Role to connect as (default: migrate: the schema's owner clau_<schema>; backup: clau_backup; restore: postgres).")
     var user: String?
 
     @Option(help: "File holding the role's password (must not be group/world-readable). Omit for peer/trust auth.")

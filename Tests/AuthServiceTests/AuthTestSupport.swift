@@ -132,14 +132,17 @@ final class CapturedLog: Sendable {
     }
 }
 
+/// An auth service (bcrypt cost 4, test-only) on a fresh database, or on `database` (a restored
+/// backup), its PostgreSQL client and outbox running for the duration of `body`.
 func withAuthService<T: Sendable>(
     signingKey: SigningKey? = nil,
+    database existing: TestDatabase? = nil,
     logger: Logger = quietLogger,
     bcryptCost: Int = 4,
     configure: (inout AuthConfiguration) -> Void = { _ in },
     _ body: @Sendable (AuthHarness) async throws -> T
 ) async throws -> T {
-    let database = try await PostgresHarness.shared.freshDatabase()
+    let database = if let existing { existing } else { try await PostgresHarness.shared.freshDatabase() }
     let key = if let signingKey { signingKey } else { try await sharedRSAKey.value }
     var configuration = AuthConfiguration(socketPath: "/unused", database: database.clientConfiguration(role: "clau_auth"), signingKeys: [key], serverSecret: .random())
     let mailbox = FileManager.default.temporaryDirectory.appendingPathComponent("clau-mail-\(UUID().uuidString)")

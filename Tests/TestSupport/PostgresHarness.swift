@@ -21,6 +21,32 @@ public actor PostgresHarness {
         public let socketDirectory: String
         public let port: Int
         public var socketPath: String { "\(socketDirectory)/.s.PGSQL.\(port)" }
+
+        public init(socketDirectory: String, port: Int) {
+            self.socketDirectory = socketDirectory
+            self.port = port
+        }
+    }
+
+    /// A second cluster of its own (roles, empty schemas and database `clau` as `scripts/pg-harness`
+    /// makes them; not migrated), for tests that move data between clusters (restore). Stopped and
+    /// removed after `body`.
+    public static func withSeparateCluster<T: Sendable>(_ body: @Sendable (Cluster) async throws -> T) async throws -> T {
+        let directory = "/tmp/clau-pg2-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let output = try await Shell.run(repositoryRoot + "/scripts/pg-harness", ["start", directory])
+        let stop: @Sendable () async -> Void = { _ = try? await Shell.run(repositoryRoot + "/scripts/pg-harness", ["stop", directory]) }
+        guard let port = output.split(separator: "\n").first(where: { $0.hasPrefix("PGPORT=") }).flatMap({ Int($0.dropFirst(7)) }) else {
+            await stop()
+            throw HarnessError("pg-harness printed no port: \(output)")
+        }
+        do {
+            let result = try await body(Cluster(socketDirectory: directory, port: port))
+            await stop()
+            return result
+        } catch {
+            await stop()
+            throw error
+        }
     }
 
     private var starting: Task<Cluster, any Error>?
@@ -94,6 +120,11 @@ public actor PostgresHarness {
 public struct TestDatabase: Sendable {
     public let cluster: PostgresHarness.Cluster
     public let name: String
+
+    public init(cluster: PostgresHarness.Cluster, name: String) {
+        self.cluster = cluster
+        self.name = name
+    }
 
     public func clientConfiguration(role: String) -> PostgresClient.Configuration {
         PostgresClient.Configuration(unixSocketPath: cluster.socketPath, username: role, password: nil, database: name)

@@ -19,6 +19,7 @@
 #if os(Linux)
 import CClauSystem
 #endif
+import ClauSupport
 import Foundation
 import Logging
 #if canImport(Glibc)
@@ -70,18 +71,6 @@ public struct SendmailMailer: Mailer {
 
 /// One run of `executable -t -i` with `input` on stdin. Blocking: call on a dedicated thread.
 enum SendmailProcess {
-    #if canImport(Glibc)
-    typealias FileActions = posix_spawn_file_actions_t
-    typealias SpawnAttributes = posix_spawnattr_t
-    static func makeFileActions() -> FileActions { FileActions() }
-    static func makeAttributes() -> SpawnAttributes { SpawnAttributes() }
-    #else
-    typealias FileActions = posix_spawn_file_actions_t?
-    typealias SpawnAttributes = posix_spawnattr_t?
-    static func makeFileActions() -> FileActions { nil }
-    static func makeAttributes() -> SpawnAttributes { nil }
-    #endif
-
     static let childEnvironment = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
 
     static func run(
@@ -211,67 +200,14 @@ enum SendmailProcess {
         return .failure(.deliveryFailed(reason: "sendmail was killed by signal \(low)"))
     }
 
-    /// Starts the child in its own process group with `stdin` as fd 0 and /dev/null as 1 and 2.
+    /// Starts the child in its own process group with `stdin` as fd 0 and /dev/null as 1 and 2
+    /// (ChildProcess: every other descriptor closed, signal mask and dispositions reset).
     static func spawn(executable: String, stdin: Int32) -> Result<pid_t, MailError> {
-        var actions = makeFileActions()
-        guard posix_spawn_file_actions_init(&actions) == 0 else {
-            return .failure(.deliveryFailed(reason: "posix_spawn_file_actions_init failed"))
+        do {
+            return .success(try ChildProcess.spawn(executable, ["-t", "-i"], environment: childEnvironment, stdin: stdin, newProcessGroup: true))
+        } catch {
+            return .failure(.deliveryFailed(reason: "cannot start sendmail: \(error.reason)"))
         }
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        var attributes = makeAttributes()
-        guard posix_spawnattr_init(&attributes) == 0 else {
-            return .failure(.deliveryFailed(reason: "posix_spawnattr_init failed"))
-        }
-        defer { posix_spawnattr_destroy(&attributes) }
-
-        var setup: [Int32] = []
-        setup.append(posix_spawn_file_actions_adddup2(&actions, stdin, 0))
-        setup.append(posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0))
-        setup.append(posix_spawn_file_actions_adddup2(&actions, 1, 2))
-        #if os(Linux)
-        // Close every other descriptor in the child: descriptors the process opened without
-        // O_CLOEXEC would otherwise leak into the MTA.
-        setup.append(clau_spawn_close_from(&actions, 3))
-        #endif
-
-        var emptyMask = sigset_t()
-        sigemptyset(&emptyMask)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM] {
-            sigaddset(&defaults, signal)
-        }
-        setup.append(posix_spawnattr_setsigmask(&attributes, &emptyMask))
-        setup.append(posix_spawnattr_setsigdefault(&attributes, &defaults))
-        setup.append(posix_spawnattr_setpgroup(&attributes, 0))
-        let flags = Int32(POSIX_SPAWN_SETSIGMASK) | Int32(POSIX_SPAWN_SETSIGDEF) | Int32(POSIX_SPAWN_SETPGROUP)
-        setup.append(posix_spawnattr_setflags(&attributes, Int16(flags)))
-        if let failed = setup.first(where: { $0 != 0 }) {
-            return .failure(.deliveryFailed(reason: "posix_spawn setup failed: \(errnoDescription(failed))"))
-        }
-
-        let arguments = [executable, "-t", "-i"]
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        var envp: [UnsafeMutablePointer<CChar>?] = childEnvironment.map { strdup($0) } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        var rc = posix_spawn(&pid, executable, &actions, &attributes, &argv, &envp)
-        // ETXTBSY is transient: another thread's fork/spawn briefly held a descriptor of the
-        // executable open for writing (it happens when the program was just written, as in
-        // tests or right after a package upgrade). Retry a few times before giving up.
-        var attempt = 0
-        while rc == ETXTBSY && attempt < 10 {
-            attempt += 1
-            usleep(UInt32(5_000 * attempt))
-            rc = posix_spawn(&pid, executable, &actions, &attributes, &argv, &envp)
-        }
-        guard rc == 0 else {
-            return .failure(.deliveryFailed(reason: "cannot start sendmail: \(errnoDescription(rc))"))
-        }
-        return .success(pid)
     }
 
     /// SIGKILL to the child's process group (and the child itself), then reap it.
