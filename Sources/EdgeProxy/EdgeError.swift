@@ -142,6 +142,7 @@ extension RPCError: EdgeErrorConvertible {
         case "invalid_grant": "Alpaca refused the authorization code; start the connection again"
         case "alpaca_not_connected": "no Alpaca account is connected"
         case "alpaca_connection_lost": "Alpaca refused the stored authorization; reconnect Alpaca"
+        case "order_not_cancelable": "the order can no longer be canceled (filled, canceled or expired)"
         default: code.replacingOccurrences(of: "_", with: " ")
         }
     }
@@ -173,7 +174,7 @@ extension RPCError {
             if Self.isSafeName(message) {
                 return EdgeError(.unprocessableContent, code: message, message: Self.humanMessage(forCode: message))
             }
-            // A sentence (e.g. Alpaca's reason an order cannot be cancelled): the broker's messages are safe to show.
+            // A sentence (e.g. Alpaca's reason for refusing an order): the broker's messages are safe to show.
             return EdgeError(.unprocessableContent, code: "validation_failed", message: String(message.prefix(200)))
         case .conflict, .alreadyExists, .aborted, .failedPrecondition:
             let code = Self.brokerConflictCodes.contains(message) || Self.isSafeName(message) ? message : "conflict"
