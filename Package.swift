@@ -396,11 +396,13 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
-        // Through real sockets: the edge on 127.0.0.1 and a real auth service on a real PostgreSQL.
+        // Through real sockets: the edge on 127.0.0.1 and a real auth service on a real PostgreSQL;
+        // the broker routes also against a real broker and vault, with the fakes as Alpaca/Stripe.
         .testTarget(
             name: "EdgeProxyTests",
             dependencies: [
                 "EdgeProxy", "AuthService", "RPC", "TestSupport", "ClauSupport", "RateLimiting",
+                "BrokerService", "VaultService", "ProviderFakes",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

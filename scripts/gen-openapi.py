@@ -40,7 +40,7 @@ r("get", "/v1/me/sessions", "user", None, "200", "Sessions", "The caller's live 
 r("post", "/v1/me/mfa/totp", "user", None, "201", "TOTPEnrollment", "Start TOTP enrollment (secret shown once)", ["401", "403", "409", "503"])
 r("post", "/v1/me/mfa/totp/confirm", "user", "TOTPCode", "204", None, "Confirm TOTP enrollment", ["400", "401", "403", "415", "422", "503"])
 r("get", "/v1/me/api-keys", "user", None, "200", "APIKeys", "List API keys", ["401", "503"])
-r("post", "/v1/me/api-keys", "user", "CreateAPIKeyRequest", "201", "CreatedAPIKey", "Create an API key (secret shown once; access token only)", ["400", "401", "403", "415", "422", "503"])
+r("post", "/v1/me/api-keys", "user", "CreateAPIKeyRequest", "201", "CreatedAPIKey", "Create an API key (secret shown once; access token only)", ["400", "401", "403", ("409", "At most 50 API keys per user: revoke one first"), "415", "422", "503"])
 r("delete", "/v1/me/api-keys", "user", "IDRequest", "204", None, "Revoke an API key", ["400", "401", "404", "415", "422", "503"])
 r("get", "/v1/me/notification-preferences", "user", None, "200", "NotificationPreferences", "Notification preferences", ["401", "503"])
 r("put", "/v1/me/notification-preferences", "user", "NotificationPreferences", "200", "NotificationPreferences", "Replace notification preferences", ["400", "401", "415", "422", "503"])
@@ -67,11 +67,14 @@ r("get", "/v1/alpaca/orders", "user", None, "200", "AlpacaOrders", "Alpaca order
   query=[{"name": "status", "in": "query", "required": False, "schema": {"enum": ["open", "closed", "all"], "default": "open"}},
          {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 500}}])
 r("post", "/v1/alpaca/orders", "user", "PlaceOrderRequest", "201", "AlpacaOrder", "Place an order", ["400", NOT_CONNECTED, "413", "415", ("422", "Validation failed: fields named (e.g. qty and notional both given, limit_price on a market order)")])
-r("delete", "/v1/alpaca/orders/{orderId}", "user", None, "204", None, "Cancel an order", [("404", "No such order in the caller's account"), NOT_CONNECTED, ("422", "Alpaca cannot cancel the order any more")])
+r("delete", "/v1/alpaca/orders/{orderId}", "user", None, "204", None, "Cancel an order",
+  [("404", "No such order in the caller's account"), ("409", NOT_CONNECTED[1] + "; or the order can no longer be canceled (order_not_cancelable: filled, canceled or expired)"),
+   ("422", "orderId is not a UUID (fields named)")])
 r("post", "/v1/stripe/financial-connections/sessions", "user", "EmptyRequest", "201", "FinancialConnectionsSession", "Start Financial Connections (balances); body optional", ["400", "413", "415", "422"])
 r("post", "/v1/stripe/financial-connections/accounts", "user", "LinkAccountsRequest", "200", "LinkedAccounts", "Link the accounts of a finished session", ["400", ("404", "No such session of the caller's"), "413", "415", "422"])
 r("get", "/v1/stripe/balances", "user", None, "200", "BankBalances", "Bank balances of the linked accounts")
-r("post", "/v1/stripe/subscription/checkout", "user", "CheckoutRequest", "201", "Checkout", "Subscription checkout (body optional)", ["400", "413", "415", "422"])
+r("post", "/v1/stripe/subscription/checkout", "user", "CheckoutRequest", "201", "Checkout", "Subscription checkout (body optional)",
+  ["400", "413", "415", ("422", "Validation failed (fields named): price_id malformed, or not a price this deployment offers (unsupported_value)")])
 r("post", "/v1/admin/users/{userId}/sessions/revoke", "admin", "RevokeSessionsRequest", "200", "RevokedSessions", "Revoke every session of a user", ["400", "401", "403", "404", "415", "422", "503"])
 r("post", "/v1/admin/users/{userId}/unlock", "admin", None, "200", "Unlocked", "Unlock a user", ["401", "403", "404", "503"])
 r("post", "/v1/admin/ip-blocks", "admin", "BlockIPRequest", "204", None, "Block an IP (every edge refuses it)", ["400", "401", "403", "415", "422", "503"])
@@ -125,7 +128,7 @@ schemas = {
     "APIKey": {"type": "object", "required": ["id", "prefix", "name", "created_at"], "properties": {"id": s(), "prefix": s(), "name": s(),
         "created_at": s(format="date-time"), "expires_at": {"type": ["string", "null"]}, "last_used_at": {"type": ["string", "null"]}}},
     "APIKeys": {"type": "object", "required": ["api_keys"], "properties": {"api_keys": {"type": "array", "items": ref("APIKey")}}},
-    "CreateAPIKeyRequest": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {"name": s(minLength=1, maxLength=100), "expires_at": {"type": ["integer", "null"], "description": "Unix seconds; null or absent: no expiry"}}},
+    "CreateAPIKeyRequest": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {"name": s(minLength=1, maxLength=100), "expires_at": {"type": ["integer", "null"], "maximum": 253402300799, "description": "Unix seconds, in the future and at most 9999-12-31T23:59:59Z; null or absent: no expiry"}}},
     "CreatedAPIKey": {"type": "object", "required": ["api_key", "secret"], "properties": {"api_key": ref("APIKey"), "secret": s(pattern="^clau_[0-9a-f]{64}$")}},
     "IDRequest": {"type": "object", "required": ["id"], "additionalProperties": False, "properties": {"id": s(minLength=1, maxLength=64)}},
     "NotificationPreferences": {"type": "object", "required": ["security_email", "order_push", "price_alert_push", "marketing_email"], "additionalProperties": False,
@@ -147,12 +150,17 @@ schemas = {
 }
 
 TIME = {"type": ["string", "null"], "format": "date-time"}
-DECIMAL = s(pattern="^[0-9]+(\\.[0-9]+)?$", maxLength=32, description="A decimal string, as Alpaca writes it")
+# A positive decimal in plain notation, as the broker accepts it (OrderRequestValidation): at most 9
+# integer digits without a leading zero, at most 9 fraction digits, not zero.
+DECIMAL = {"anyOf": [s(pattern="^[1-9][0-9]{0,8}(\\.[0-9]{1,9})?$"), s(pattern="^0\\.[0-9]*[1-9][0-9]*$", maxLength=11)],
+           "description": "A positive decimal string (at most 9 digits before and 9 after the point), as Alpaca writes them"}
+FRACTIONAL = "\\.[0-9]*[1-9]"
 NULLABLE_DECIMAL = {"type": ["string", "null"], "description": "A decimal string; null when unset"}
 schemas.update({
     "AlpacaAuthorizeURL": {"type": "object", "required": ["url", "expires_at"], "properties": {"url": s(format="uri"), "expires_at": TIME}},
     "AlpacaCallbackRequest": {"type": "object", "required": ["code", "state"], "additionalProperties": False, "properties": {
-        "code": s(minLength=1, maxLength=512), "state": s(minLength=1, maxLength=128)}},
+        "code": s(minLength=1, maxLength=512, pattern="^[!-~]+$", description="Printable ASCII without spaces"),
+        "state": s(minLength=1, maxLength=128, description="As issued in the authorize URL (43 characters of base64url)")}},
     "AlpacaConnected": {"type": "object", "required": ["status", "scope"], "properties": {"status": {"const": "connected"}, "scope": s(description="Space-separated, as Alpaca granted")}},
     "AlpacaAccount": {"type": "object", "required": ["id", "status", "currency", "cash", "buying_power", "equity", "portfolio_value"],
         "properties": {"id": s(), "status": s(), "currency": s(), "cash": s(), "buying_power": s(), "equity": s(), "portfolio_value": s()}},
@@ -166,12 +174,19 @@ schemas.update({
     "AlpacaOrders": {"type": "object", "required": ["orders"], "properties": {"orders": {"type": "array", "items": ref("AlpacaOrder")}}},
     "PlaceOrderRequest": {"type": "object", "required": ["symbol", "side", "type", "time_in_force"], "additionalProperties": False,
         "description": "Exactly one of qty and notional; limit_price for limit orders only; notional and fractional orders must be market + day.",
-        "properties": {"symbol": s(minLength=1, maxLength=32), "side": {"enum": ["buy", "sell"]}, "type": {"enum": ["market", "limit"]},
-        "time_in_force": {"enum": ["day", "gtc", "opg", "cls", "ioc", "fok"]}, "qty": DECIMAL, "notional": DECIMAL, "limit_price": DECIMAL}},
+        "properties": {"symbol": s(minLength=1, maxLength=10, pattern="^[A-Z]+(\\.[A-Z]+)*$", description="A US equity ticker (BRK.B)"),
+        "side": {"enum": ["buy", "sell"]}, "type": {"enum": ["market", "limit"]},
+        "time_in_force": {"enum": ["day", "gtc", "opg", "cls", "ioc", "fok"]}, "qty": DECIMAL, "notional": DECIMAL, "limit_price": DECIMAL},
+        "allOf": [
+            {"oneOf": [{"required": ["qty"], "not": {"required": ["notional"]}}, {"required": ["notional"], "not": {"required": ["qty"]}}]},
+            {"if": {"properties": {"type": {"const": "limit"}}}, "then": {"required": ["limit_price"]}, "else": {"not": {"required": ["limit_price"]}}},
+            {"if": {"anyOf": [{"required": ["notional"]}, {"required": ["qty"], "properties": {"qty": {"pattern": FRACTIONAL}}}]},
+             "then": {"properties": {"type": {"const": "market"}, "time_in_force": {"const": "day"}}}}]},
     "EmptyRequest": {"type": "object", "additionalProperties": False, "properties": {}},
     "FinancialConnectionsSession": {"type": "object", "required": ["session_id", "client_secret"], "properties": {
         "session_id": s(), "client_secret": s(description="For the mobile SDK only")}},
-    "LinkAccountsRequest": {"type": "object", "required": ["session_id"], "additionalProperties": False, "properties": {"session_id": s(minLength=1, maxLength=128)}},
+    "LinkAccountsRequest": {"type": "object", "required": ["session_id"], "additionalProperties": False, "properties": {
+        "session_id": s(minLength=8, maxLength=128, pattern="^fcsess_[A-Za-z0-9_]+$", description="A session from POST /v1/stripe/financial-connections/sessions")}},
     "LinkedAccounts": {"type": "object", "required": ["accounts"], "properties": {"accounts": {"type": "array", "items": {"type": "object",
         "required": ["id", "institution_name", "last4", "category"], "properties": {"id": s(), "institution_name": s(), "last4": s(), "category": s()}}}}},
     "BankBalances": {"type": "object", "required": ["accounts"], "properties": {"accounts": {"type": "array", "items": {"type": "object",
@@ -179,10 +194,12 @@ schemas.update({
         "balance": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["current", "as_of"], "properties": {
             "current": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "Currency code to amount in minor units"}, "as_of": TIME}}]},
         "refresh_status": {"enum": [None, "pending", "succeeded", "failed"]}}}}}},
-    "CheckoutRequest": {"type": "object", "additionalProperties": False, "properties": {"price_id": s(minLength=1, maxLength=128, description="Absent: the default price")}},
+    "CheckoutRequest": {"type": "object", "additionalProperties": False, "properties": {
+        "price_id": s(minLength=7, maxLength=128, pattern="^price_[A-Za-z0-9_]+$", description="One of the prices this deployment offers (others: 422 unsupported_value); absent: the default price")}},
     "Checkout": {"type": "object", "required": ["checkout_url", "session_id"], "properties": {"checkout_url": s(format="uri"), "session_id": s()}},
     "Subscription": {"type": "object", "required": ["status"], "properties": {
-        "status": {"enum": ["none", "incomplete", "trialing", "active", "past_due", "canceled", "unpaid"]}, "current_period_end": s(format="date-time")}},
+        "status": {"enum": ["none", "incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"],
+            "description": "none, or Stripe's subscription status as its last webhook left it"}, "current_period_end": s(format="date-time")}},
     "StripeEvent": {"type": "object", "description": "A Stripe event, exactly as Stripe sent it (the signature covers the raw bytes)"},
     "WebhookReceived": {"type": "object", "required": ["received"], "properties": {"received": {"const": True}}},
     "FernetRewrap": {"type": "object", "required": ["key_added", "rewrapped", "failed", "remaining", "done", "current_key_id"], "properties": {
@@ -190,6 +207,8 @@ schemas.update({
         "rewrapped": {"type": "integer", "minimum": 0}, "failed": {"type": "integer", "minimum": 0, "description": "Ciphertexts no vault key opens"},
         "remaining": {"type": "integer", "minimum": 0}, "done": {"type": "boolean"}, "current_key_id": s()}},
 })
+# Path parameters with a shape of their own (any other is a string of at most 64 characters).
+PATH_PARAMETERS = {"orderId": s(format="uuid", description="An Alpaca order id")}
 # Bodies a client may leave out altogether.
 OPTIONAL_BODIES = {"EmptyRequest", "CheckoutRequest"}
 
@@ -198,7 +217,7 @@ for method, path, auth, req, status, out, summary, errors, extra in R:
     op = {"summary": summary, "operationId": (method + path).replace("/", "_").replace("{", "").replace("}", "").replace(".", "_").replace("-", "_"),
           "tags": [auth]}
     params = [p[1:-1] for p in path.split("/") if p.startswith("{")]
-    parameters = [{"name": p, "in": "path", "required": True, "schema": s(maxLength=64)} for p in params] + extra["query"] + extra["headers"]
+    parameters = [{"name": p, "in": "path", "required": True, "schema": PATH_PARAMETERS.get(p, s(maxLength=64))} for p in params] + extra["query"] + extra["headers"]
     if parameters:
         op["parameters"] = parameters
     if extra["description"]:

@@ -173,6 +173,8 @@ extension AuthHandlers {
     // MARK: API keys
 
     static let invalidAPIKey = RPCError(code: .unauthenticated, message: "invalid_api_key")
+    /// 9999-12-31T23:59:59Z, in Unix seconds: the latest expiry an API key may have.
+    static let latestAPIKeyExpiry: Int64 = 253_402_300_799
 
     public func createAPIKey(_ request: AuthCreateAPIKeyRequest, _ context: ServerContext) async throws -> AuthCreateAPIKeyResponse {
         let id = try Self.userID(request.userID)
@@ -181,13 +183,19 @@ extension AuthHandlers {
             throw RPCError(code: .invalidArgument, message: "name must be 1-100 characters", details: ["field": "name"])
         }
         let now = now()
+        // PostgreSQL's driver turns a date into microseconds in an Int64 and traps beyond that:
+        // a far-off expiry must be refused before it becomes a Date for the insert.
+        guard request.expiresAt <= Self.latestAPIKeyExpiry else {
+            throw RPCError(code: .invalidArgument, message: "expires_at must be before the year 10000", details: ["field": "expires_at"])
+        }
         let expiresAt: Date? = request.expiresAt == 0 ? nil : Date(timeIntervalSince1970: TimeInterval(request.expiresAt))
         if let expiresAt, expiresAt <= now {
             throw RPCError(code: .invalidArgument, message: "expires_at must be in the future", details: ["field": "expires_at"])
         }
         _ = try await activeUser(id, context)
         guard try await store.apiKeys(userID: id, logger: context.logger).count < 50 else {
-            throw RPCError(code: .failedPrecondition, message: "at most 50 API keys per user; revoke one first")
+            // The account's state, not the request: 409 at the edge, like any conflict.
+            throw RPCError(code: .conflict, message: "at most 50 API keys per user; revoke one first")
         }
         let key = APIKeyFormat.generate()
         let record = APIKeyRecord(id: UUID(), userID: id, name: name, prefix: key.lookupPrefix, keyHMAC: APIKeyFormat.hash(key, secret: protection.secrets.apiKeyKey), createdAt: now, expiresAt: expiresAt)

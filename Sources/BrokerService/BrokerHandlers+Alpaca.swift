@@ -6,6 +6,9 @@ import RPC
 /// disconnecting deletes the stored ciphertext only, and a 401 from Alpaca marks the connection
 /// lost so the user is asked to reconnect.
 extension BrokerHandlers {
+    /// FAILED_PRECONDITION message of a cancel Alpaca refused for the order's state.
+    static let orderNotCancelable = "order_not_cancelable"
+
     /// Longest authorization code accepted from the redirect (Alpaca's are far shorter).
     static let maximumCodeLength = 512
 
@@ -113,8 +116,16 @@ extension BrokerHandlers {
         let orderID = try ProviderIdentifiers.alpacaOrderID(request.orderID)
         // Each token reaches only its own account at Alpaca, so another user's order id is a 404
         // from Alpaca itself (C-7).
-        try await withAlpacaToken(of: request.userID, context) { token in
-            try await alpaca.cancelOrder(token: token, orderID: orderID, logger: context.logger)
+        do {
+            try await withAlpacaToken(of: request.userID, context) { token in
+                try await alpaca.cancelOrder(token: token, orderID: orderID, logger: context.logger)
+            }
+        } catch let error as RPCError where error.code == .invalidArgument {
+            // Alpaca's only 422 on a cancel is "not cancelable" (filled, canceled, expired): the
+            // order's state, not the request, so FAILED_PRECONDITION (409 at the edge), which is
+            // what an identical retry of a cancel that already succeeded gets too.
+            context.logger.info("alpaca order not cancelable", metadata: ["event": "alpaca_order_not_cancelable", "reason": "\(error.message)"])
+            throw RPCError(code: .failedPrecondition, message: Self.orderNotCancelable)
         }
         return BrokerCancelAlpacaOrderResponse()
     }

@@ -137,7 +137,7 @@ extension BrokerHandlers {
     /// Applies the event once (see `BrokerStore.applyOnce`); false when it had been applied before.
     func apply(_ event: StripeWebhookEvent, _ context: ServerContext) async throws -> Bool {
         let logger = context.logger
-        let eventCreated = Date(timeIntervalSince1970: TimeInterval(event.created))
+        let eventCreated = ProviderTime.date(unixSeconds: event.created) ?? Date(timeIntervalSince1970: 0)
         let at = now()
         switch event.effect {
         case .none:
@@ -150,7 +150,7 @@ extension BrokerHandlers {
             }
             let subscription = try await stripe.subscription(id: subscriptionID, logger: logger)
             let status = StripeWebhookEvent.subscriptionStatuses.contains(subscription.status) ? subscription.status : "incomplete"
-            let periodEnd = subscription.currentPeriodEnd > 0 ? Date(timeIntervalSince1970: TimeInterval(subscription.currentPeriodEnd)) : nil
+            let periodEnd = ProviderTime.date(unixSeconds: subscription.currentPeriodEnd)
             return try await store.applyOnce(eventID: event.id, type: event.type, now: at, logger: logger) { connection in
                 try await BrokerStore.saveSubscription(userID: userID, subscriptionID: subscriptionID, status: status, currentPeriodEnd: periodEnd, eventCreated: eventCreated, now: at, on: connection, logger: logger)
             }
@@ -159,7 +159,7 @@ extension BrokerHandlers {
                 logger.warning("subscription of a customer unknown to the broker", metadata: ["stripe_event": "\(event.id)"])
                 return try await store.applyOnce(eventID: event.id, type: event.type, now: at, logger: logger) { _ in }
             }
-            let periodEnd = currentPeriodEnd.flatMap { $0 > 0 ? Date(timeIntervalSince1970: TimeInterval($0)) : nil }
+            let periodEnd = currentPeriodEnd.flatMap(ProviderTime.date(unixSeconds:))
             return try await store.applyOnce(eventID: event.id, type: event.type, now: at, logger: logger) { connection in
                 try await BrokerStore.saveSubscription(userID: userID, subscriptionID: subscriptionID, status: status, currentPeriodEnd: periodEnd, eventCreated: eventCreated, now: at, on: connection, logger: logger)
             }

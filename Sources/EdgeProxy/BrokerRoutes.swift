@@ -294,9 +294,9 @@ package struct PlaceOrderBody: StrictBody {
         side = try c.decode(String.self, forKey: AnyCodingKey(stringValue: "side"))
         type = try c.decode(String.self, forKey: AnyCodingKey(stringValue: "type"))
         timeInForce = try c.decode(String.self, forKey: AnyCodingKey(stringValue: "time_in_force"))
-        qty = try c.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "qty"))
-        notional = try c.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "notional"))
-        limitPrice = try c.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "limit_price"))
+        qty = try c.decodeUnlessAbsent(String.self, forKey: AnyCodingKey(stringValue: "qty"))
+        notional = try c.decodeUnlessAbsent(String.self, forKey: AnyCodingKey(stringValue: "notional"))
+        limitPrice = try c.decodeUnlessAbsent(String.self, forKey: AnyCodingKey(stringValue: "limit_price"))
     }
     package func problems() -> [FieldProblem] {
         var problems = [Check.length(symbol, "symbol", max: 32)].compactMap { $0 }
@@ -331,7 +331,7 @@ struct CheckoutBody: StrictBody {
     var priceID: String?
     init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownFields(allowed: Self.allowedFields)
-        priceID = try decoder.container(keyedBy: AnyCodingKey.self).decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "price_id"))
+        priceID = try decoder.container(keyedBy: AnyCodingKey.self).decodeUnlessAbsent(String.self, forKey: AnyCodingKey(stringValue: "price_id"))
     }
     func problems() -> [FieldProblem] { priceID.flatMap { Check.length($0, "price_id", max: 128) }.map { [$0] } ?? [] }
 }

@@ -144,6 +144,7 @@ extension RPCError: EdgeErrorConvertible {
         case "alpaca_connection_lost": "Alpaca refused the stored authorization; reconnect Alpaca"
         case "key_source_read_only": "the vault cannot write its key file (a read-only credential): rotate with clauctl vault rotate and restart the vault"
         case "too_many_keys": "the vault holds the most keys it takes: retire an old key first (clauctl broker retire-key)"
+        case "order_not_cancelable": "the order can no longer be canceled (filled, canceled or expired)"
         default: code.replacingOccurrences(of: "_", with: " ")
         }
     }
@@ -175,7 +176,7 @@ extension RPCError {
             if Self.isSafeName(message) {
                 return EdgeError(.unprocessableContent, code: message, message: Self.humanMessage(forCode: message))
             }
-            // A sentence (e.g. Alpaca's reason an order cannot be cancelled): the broker's messages are safe to show.
+            // A sentence (e.g. Alpaca's reason for refusing an order): the broker's messages are safe to show.
             return EdgeError(.unprocessableContent, code: "validation_failed", message: String(message.prefix(200)))
         case .conflict, .alreadyExists, .aborted, .failedPrecondition:
             let code = Self.brokerConflictCodes.contains(message) || Self.isSafeName(message) ? message : "conflict"

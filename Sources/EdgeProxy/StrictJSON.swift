@@ -30,6 +30,14 @@ extension Decoder {
     }
 }
 
+extension KeyedDecodingContainer {
+    /// An optional field the document types without null: absent is nil, but an explicit null
+    /// is refused (`must_not_be_null`) instead of read as absent.
+    func decodeUnlessAbsent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
+        contains(key) ? try decode(type, forKey: key) : nil
+    }
+}
+
 /// `package`: the fuzzer (Sources/clau-fuzz) feeds it bytes directly.
 package enum StrictJSON {
     package static func decode<T: StrictBody>(_ type: T.Type, from data: Data) throws(EdgeError) -> T {
@@ -222,7 +230,7 @@ package struct RegisterBody: StrictBody {
         email = try c.decode(String.self, forKey: .email)
         password = try c.decode(String.self, forKey: .password)
         fullName = try c.decode(String.self, forKey: .fullName)
-        phone = try c.decodeIfPresent(String.self, forKey: .phone)
+        phone = try c.decodeUnlessAbsent(String.self, forKey: .phone)
     }
 
     package func problems() -> [FieldProblem] {
@@ -246,7 +254,7 @@ package struct LoginBody: StrictBody {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         email = try c.decode(String.self, forKey: .email)
         password = try c.decode(String.self, forKey: .password)
-        totp = try c.decodeIfPresent(String.self, forKey: .totp)
+        totp = try c.decodeUnlessAbsent(String.self, forKey: .totp)
     }
 
     package func problems() -> [FieldProblem] {
@@ -300,7 +308,7 @@ struct RevokeSessionsBody: StrictBody {
     init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownFields(allowed: Self.allowedFields)
         let c = try decoder.container(keyedBy: AnyCodingKey.self)
-        reason = try c.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "reason"))
+        reason = try c.decodeUnlessAbsent(String.self, forKey: AnyCodingKey(stringValue: "reason"))
     }
 
     func problems() -> [FieldProblem] { reason.flatMap { Check.length($0, "reason", max: 32) }.map { [$0] } ?? [] }
@@ -350,7 +358,7 @@ package struct UpdateMeBody: StrictBody {
         try decoder.rejectUnknownFields(allowed: Self.allowedFields)
         let c = try decoder.container(keyedBy: AnyCodingKey.self)
         let nameKey = AnyCodingKey(stringValue: "full_name"), phoneKey = AnyCodingKey(stringValue: "phone")
-        fullName = try c.decodeIfPresent(String.self, forKey: nameKey)
+        fullName = try c.decodeUnlessAbsent(String.self, forKey: nameKey)
         if c.contains(phoneKey), try c.decodeNil(forKey: phoneKey) {
             removePhone = true
         } else {
@@ -376,6 +384,8 @@ struct PasswordConfirmationBody: StrictBody {
 
 struct CreateAPIKeyBody: StrictBody {
     static let allowedFields: Set<String> = ["name", "expires_at"]
+    /// 9999-12-31T23:59:59Z (auth refuses later ones too).
+    static let latestExpiry: Int64 = 253_402_300_799
     var name: String
     var expiresAt: Int64?
     init(from decoder: any Decoder) throws {
@@ -387,6 +397,8 @@ struct CreateAPIKeyBody: StrictBody {
     func problems() -> [FieldProblem] {
         var problems = [Check.length(name, "name", max: 100)].compactMap { $0 }
         if let expiresAt, expiresAt <= Int64(Date().timeIntervalSince1970) { problems.append(FieldProblem(name: "expires_at", problem: "must_be_in_the_future")) }
+        // Auth stores it as a timestamp; beyond year 9999 is no expiry anyone means.
+        if let expiresAt, expiresAt > Self.latestExpiry { problems.append(FieldProblem(name: "expires_at", problem: "out_of_range")) }
         return problems
     }
 }
@@ -420,7 +432,7 @@ struct DeviceBody: StrictBody {
         try decoder.rejectUnknownFields(allowed: Self.allowedFields)
         let c = try decoder.container(keyedBy: AnyCodingKey.self)
         fcmToken = try c.decode(String.self, forKey: AnyCodingKey(stringValue: "fcm_token"))
-        platform = try c.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "platform"))
+        platform = try c.decodeUnlessAbsent(String.self, forKey: AnyCodingKey(stringValue: "platform"))
     }
     func problems() -> [FieldProblem] {
         var problems = [Check.length(fcmToken, "fcm_token", max: 4096)].compactMap { $0 }
@@ -451,7 +463,7 @@ struct BlockIPBody: StrictBody {
         let c = try decoder.container(keyedBy: AnyCodingKey.self)
         ip = try c.decode(String.self, forKey: AnyCodingKey(stringValue: "ip"))
         durationSeconds = try c.decode(Int64.self, forKey: AnyCodingKey(stringValue: "duration_seconds"))
-        reason = try c.decodeIfPresent(String.self, forKey: AnyCodingKey(stringValue: "reason"))
+        reason = try c.decodeUnlessAbsent(String.self, forKey: AnyCodingKey(stringValue: "reason"))
     }
     func problems() -> [FieldProblem] {
         var problems: [FieldProblem] = []

@@ -277,7 +277,11 @@ struct AuthProtectionTests {
             tampered.apiKey = String(created.secret.dropLast()) + (created.secret.hasSuffix("0") ? "1" : "0")
             await #expect(throws: RPCError.self) { try await auth.client().call(AuthAPI.authenticateAPIKey, tampered) }
 
-            // Expiry.
+            // Expiry: in the future, and not so far off that it cannot be stored.
+            create.name = "far"
+            create.expiresAt = .max
+            let far = await #expect(throws: RPCError.self) { try await auth.client().call(AuthAPI.createAPIKey, create) }
+            #expect(far?.code == .invalidArgument && far?.details["field"] == "expires_at")
             create.name = "short"
             create.expiresAt = Int64(auth.clock.now.timeIntervalSince1970) + 60
             let short = try await auth.client().call(AuthAPI.createAPIKey, create)

@@ -132,6 +132,9 @@ struct BrokerHandlersTests {
             _ = try await broker.broker.cancelAlpacaOrder(cancel)
             list.userID = alice.uuidString
             #expect(try await broker.broker.listAlpacaOrders(list).orders.isEmpty)
+            // Cancelled already: the order's state refuses it (409 at the edge), not the request.
+            let again = await rpcError { try await broker.broker.cancelAlpacaOrder(cancel) }
+            #expect(again == RPCError(code: .failedPrecondition, message: "order_not_cancelable"))
 
             // Validation happens before Alpaca is called.
             place.limitPrice = ""

@@ -332,6 +332,9 @@ struct EdgeAuthTests {
     @Test func apiKeyLifecycleAndLimits_R3() async throws {
         try await withEdge { edge in
             let tokens = try await edge.registerAndLogin("keys@example.com")
+            // An expiry past year 9999 cannot be stored (it once crashed auth): 422 naming it.
+            let far = try await edge.send(.post, "/v1/me/api-keys", headers: bearer(tokens.access), body: #"{"name":"far","expires_at":9223372036854775807}"#)
+            #expect(far.status == .unprocessableContent && far.text.contains(#""name":"expires_at","problem":"out_of_range""#), "\(far.text)")
             let created = try await edge.send(.post, "/v1/me/api-keys", headers: bearer(tokens.access), body: #"{"name":"ci"}"#)
             #expect(created.status == .created)
             let object = try created.jsonObject()

@@ -193,6 +193,8 @@ struct EdgeHTTPTests {
                 (#"{"email":42,"password":"\#(goodPassword)","full_name":"A"}"#, .unprocessableContent, "email", "wrong_type"),
                 (#"{"email":"a@example.com","full_name":"A"}"#, .unprocessableContent, "password", "missing"),
                 (#"{"email":"a@example.com","password":null,"full_name":"A"}"#, .unprocessableContent, "password", "must_not_be_null"),
+                // An optional field is absent or a value: null is not "absent" (the document types it without null).
+                (#"{"email":"a@example.com","password":"\#(goodPassword)","full_name":"A","phone":null}"#, .unprocessableContent, "phone", "must_not_be_null"),
                 (#"{"email":"not-an-email","password":"\#(goodPassword)","full_name":"A"}"#, .unprocessableContent, "email", "invalid_email"),
                 (#"{"email":"a@example.com","password":"\#(goodPassword)","full_name":"A","phone":"0044 20 7946"}"#, .unprocessableContent, "phone", "invalid_e164_phone"),
                 (#"{"email":"a@example.com","password":"\#(goodPassword)","full_name":"\#(String(repeating: "x", count: 201))"}"#, .unprocessableContent, "full_name", "too_long"),

@@ -15,17 +15,26 @@ public struct BankAccountRecord: Sendable, Hashable {
     public var balanceType: String?
     public var refreshStatus: String
 
+    /// Bounds of `broker.bank_accounts` (migrations/broker/0001_init.sql).
+    static let maximumInstitutionName = 200
+    static let maximumCategory = 32
+    static let refreshStatuses: Set<String> = ["", "pending", "succeeded", "failed"]
+
+    /// From what Stripe returned: every value is brought within the table's CHECKs here (text
+    /// shortened and stripped of controls, an odd last4, currency or refresh status dropped, an
+    /// impossible time treated as absent), so a provider's surprise can never fail the insert.
     public init(_ account: BrokerLinkedBankAccount) {
         id = account.id
-        institutionName = account.institutionName
-        last4 = account.last4
-        category = account.category
+        institutionName = UntrustedText.storable(account.institutionName, maximumScalars: Self.maximumInstitutionName)
+        last4 = account.last4.utf8.count <= 4 && account.last4.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } ? account.last4 : ""
+        category = UntrustedText.storable(account.category, maximumScalars: Self.maximumCategory)
         if account.hasBalance {
-            balanceCurrent = account.balance.current
-            balanceAsOf = account.balance.asOf > 0 ? Date(timeIntervalSince1970: TimeInterval(account.balance.asOf)) : nil
-            balanceType = account.balance.type
+            // ISO 4217 codes as Stripe writes them (`usd`).
+            balanceCurrent = account.balance.current.filter { key, _ in key.utf8.count == 3 && key.utf8.allSatisfy { $0 >= 0x61 && $0 <= 0x7A } }
+            balanceAsOf = ProviderTime.date(unixSeconds: account.balance.asOf)
+            balanceType = UntrustedText.storable(account.balance.type, maximumScalars: Self.maximumCategory)
         }
-        refreshStatus = account.refreshStatus
+        refreshStatus = Self.refreshStatuses.contains(account.refreshStatus) ? account.refreshStatus : ""
     }
 
     /// The RPC shape.

@@ -124,12 +124,14 @@ let openAPIDocumentText = ##"""
     "additionalProperties": false,
     "properties": {
      "code": {
+      "description": "Printable ASCII without spaces",
       "maxLength": 512,
       "minLength": 1,
-      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+      "pattern": "^[!-~]+$",
       "type": "string"
      },
      "state": {
+      "description": "As issued in the authorize URL (43 characters of base64url)",
       "maxLength": 128,
       "minLength": 1,
       "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
@@ -444,10 +446,10 @@ let openAPIDocumentText = ##"""
     "additionalProperties": false,
     "properties": {
      "price_id": {
-      "description": "Absent: the default price",
+      "description": "One of the prices this deployment offers (others: 422 unsupported_value); absent: the default price",
       "maxLength": 128,
-      "minLength": 1,
-      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+      "minLength": 7,
+      "pattern": "^price_[A-Za-z0-9_]+$",
       "type": "string"
      }
     },
@@ -457,7 +459,8 @@ let openAPIDocumentText = ##"""
     "additionalProperties": false,
     "properties": {
      "expires_at": {
-      "description": "Unix seconds; null or absent: no expiry",
+      "description": "Unix seconds, in the future and at most 9999-12-31T23:59:59Z; null or absent: no expiry",
+      "maximum": 253402300799,
       "type": [
        "integer",
        "null"
@@ -701,9 +704,10 @@ let openAPIDocumentText = ##"""
     "additionalProperties": false,
     "properties": {
      "session_id": {
+      "description": "A session from POST /v1/stripe/financial-connections/sessions",
       "maxLength": 128,
-      "minLength": 1,
-      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+      "minLength": 8,
+      "pattern": "^fcsess_[A-Za-z0-9_]+$",
       "type": "string"
      }
     },
@@ -816,25 +820,127 @@ let openAPIDocumentText = ##"""
    },
    "PlaceOrderRequest": {
     "additionalProperties": false,
+    "allOf": [
+     {
+      "oneOf": [
+       {
+        "not": {
+         "required": [
+          "notional"
+         ]
+        },
+        "required": [
+         "qty"
+        ]
+       },
+       {
+        "not": {
+         "required": [
+          "qty"
+         ]
+        },
+        "required": [
+         "notional"
+        ]
+       }
+      ]
+     },
+     {
+      "else": {
+       "not": {
+        "required": [
+         "limit_price"
+        ]
+       }
+      },
+      "if": {
+       "properties": {
+        "type": {
+         "const": "limit"
+        }
+       }
+      },
+      "then": {
+       "required": [
+        "limit_price"
+       ]
+      }
+     },
+     {
+      "if": {
+       "anyOf": [
+        {
+         "required": [
+          "notional"
+         ]
+        },
+        {
+         "properties": {
+          "qty": {
+           "pattern": "\\.[0-9]*[1-9]"
+          }
+         },
+         "required": [
+          "qty"
+         ]
+        }
+       ]
+      },
+      "then": {
+       "properties": {
+        "time_in_force": {
+         "const": "day"
+        },
+        "type": {
+         "const": "market"
+        }
+       }
+      }
+     }
+    ],
     "description": "Exactly one of qty and notional; limit_price for limit orders only; notional and fractional orders must be market + day.",
     "properties": {
      "limit_price": {
-      "description": "A decimal string, as Alpaca writes it",
-      "maxLength": 32,
-      "pattern": "^[0-9]+(\\.[0-9]+)?$",
-      "type": "string"
+      "anyOf": [
+       {
+        "pattern": "^[1-9][0-9]{0,8}(\\.[0-9]{1,9})?$",
+        "type": "string"
+       },
+       {
+        "maxLength": 11,
+        "pattern": "^0\\.[0-9]*[1-9][0-9]*$",
+        "type": "string"
+       }
+      ],
+      "description": "A positive decimal string (at most 9 digits before and 9 after the point), as Alpaca writes them"
      },
      "notional": {
-      "description": "A decimal string, as Alpaca writes it",
-      "maxLength": 32,
-      "pattern": "^[0-9]+(\\.[0-9]+)?$",
-      "type": "string"
+      "anyOf": [
+       {
+        "pattern": "^[1-9][0-9]{0,8}(\\.[0-9]{1,9})?$",
+        "type": "string"
+       },
+       {
+        "maxLength": 11,
+        "pattern": "^0\\.[0-9]*[1-9][0-9]*$",
+        "type": "string"
+       }
+      ],
+      "description": "A positive decimal string (at most 9 digits before and 9 after the point), as Alpaca writes them"
      },
      "qty": {
-      "description": "A decimal string, as Alpaca writes it",
-      "maxLength": 32,
-      "pattern": "^[0-9]+(\\.[0-9]+)?$",
-      "type": "string"
+      "anyOf": [
+       {
+        "pattern": "^[1-9][0-9]{0,8}(\\.[0-9]{1,9})?$",
+        "type": "string"
+       },
+       {
+        "maxLength": 11,
+        "pattern": "^0\\.[0-9]*[1-9][0-9]*$",
+        "type": "string"
+       }
+      ],
+      "description": "A positive decimal string (at most 9 digits before and 9 after the point), as Alpaca writes them"
      },
      "side": {
       "enum": [
@@ -843,9 +949,10 @@ let openAPIDocumentText = ##"""
       ]
      },
      "symbol": {
-      "maxLength": 32,
+      "description": "A US equity ticker (BRK.B)",
+      "maxLength": 10,
       "minLength": 1,
-      "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+      "pattern": "^[A-Z]+(\\.[A-Z]+)*$",
       "type": "string"
      },
      "time_in_force": {
@@ -1093,14 +1200,17 @@ let openAPIDocumentText = ##"""
       "type": "string"
      },
      "status": {
+      "description": "none, or Stripe's subscription status as its last webhook left it",
       "enum": [
        "none",
        "incomplete",
+       "incomplete_expired",
        "trialing",
        "active",
        "past_due",
        "canceled",
-       "unpaid"
+       "unpaid",
+       "paused"
       ]
      }
     },
@@ -3127,7 +3237,8 @@ let openAPIDocumentText = ##"""
       "name": "orderId",
       "required": true,
       "schema": {
-       "maxLength": 64,
+       "description": "An Alpaca order id",
+       "format": "uuid",
        "type": "string"
       }
      }
@@ -3184,7 +3295,7 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "No Alpaca connection (alpaca_not_connected), or Alpaca refused the stored token (alpaca_connection_lost: reconnect)"
+      "description": "No Alpaca connection (alpaca_not_connected), or Alpaca refused the stored token (alpaca_connection_lost: reconnect); or the order can no longer be canceled (order_not_cancelable: filled, canceled or expired)"
      },
      "422": {
       "content": {
@@ -3194,7 +3305,7 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Alpaca cannot cancel the order any more"
+      "description": "orderId is not a UUID (fields named)"
      },
      "429": {
       "content": {
@@ -4721,6 +4832,16 @@ let openAPIDocumentText = ##"""
        }
       },
       "description": "Method not allowed"
+     },
+     "409": {
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      },
+      "description": "At most 50 API keys per user: revoke one first"
      },
      "415": {
       "content": {
@@ -6273,7 +6394,7 @@ let openAPIDocumentText = ##"""
         }
        }
       },
-      "description": "Validation failed (fields named)"
+      "description": "Validation failed (fields named): price_id malformed, or not a price this deployment offers (unsupported_value)"
      },
      "429": {
       "content": {
