@@ -176,6 +176,7 @@ struct AlpacaTradingTests {
     func rateLimit() async throws {
         let clock = TestClock()
         try await withFakes(testConfiguration(clock: clock, requestsPerMinute: 3)) { fakes in
+            clock.advanceToStartOfMinute()
             let token = try await fakes.alpacaToken()
             let other = try await fakes.alpacaToken()
             var remaining: [String?] = []

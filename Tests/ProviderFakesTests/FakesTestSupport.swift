@@ -112,6 +112,12 @@ final class TestClock: Sendable {
     private let offset = Mutex<TimeInterval>(0)
     func advance(by seconds: TimeInterval) { offset.withLock { $0 += seconds } }
     func now() -> Date { Date().addingTimeInterval(offset.withLock { $0 }) }
+    /// Moves to one second into a 60-second window, so a test of a per-minute window is not cut
+    /// in two by a minute boundary of the real clock (which this one follows).
+    func advanceToStartOfMinute() {
+        let seconds = now().timeIntervalSince1970
+        advance(by: 61 - seconds.truncatingRemainder(dividingBy: 60))
+    }
 }
 
 func testConfiguration(clock: TestClock = TestClock(), requestsPerMinute: Int = 200) -> ProviderFakesConfiguration {
