@@ -340,7 +340,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DatabaseTests",
-            dependencies: ["ClauDatabase", "TestSupport"],
+            dependencies: ["ClauDatabase", "RPC", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

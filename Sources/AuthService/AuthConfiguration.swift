@@ -51,6 +51,9 @@ public struct AuthConfiguration: Sendable {
     public var maximumFrameLength: Int = 1 << 20
     /// How long `run()` waits for PostgreSQL to answer before giving up.
     public var databaseStartupTimeout: Duration = .seconds(10)
+    /// How long a request waits for a pooled PostgreSQL connection before it fails UNAVAILABLE
+    /// (while the database is down, instead of waiting out the caller's deadline).
+    public var databaseConnectionWait: Duration = .seconds(1)
 
     public init(socketPath: String, database: PostgresClient.Configuration, signingKeys: [SigningKey], serverSecret: AuthSecrets) {
         self.serverSecret = serverSecret

@@ -172,8 +172,8 @@ public final class AuthHandlers: AuthRPCHandler {
     }
 
     private func rotate(presentedHash: Data, _ context: ServerContext, logger: Logger, cached: inout Bool) async throws -> RefreshOutcome {
-        var didCache = false
-        defer { cached = didCache }
+        let didCache = CachedFlag()
+        defer { cached = didCache.value.load(ordering: .acquiring) }
         return try await store.client.withTransaction(logger: logger) { connection in
             let now = self.now()
             guard let row = try await AuthStore.lockRefreshToken(hash: presentedHash, on: connection, logger: logger) else {
@@ -199,7 +199,7 @@ public final class AuthHandlers: AuthRPCHandler {
                 // Cached before COMMIT releases the row lock, so a concurrent refresh that
                 // waited on the lock finds the successor (the DB keeps hashes only).
                 self.graceCache.store(pair, for: presentedHash, rotatedAt: now)
-                didCache = true
+                didCache.value.store(true, ordering: .releasing)
                 return .issued(pair)
             case .returnExistingSuccessor:
                 if let pair = self.graceCache.successor(for: presentedHash, now: now) {
@@ -421,4 +421,10 @@ enum Validation {
         let word = String(spaced.unicodeScalars.prefix(32).filter { ("a"..."z").contains($0) || $0 == "_" }.map(Character.init))
         return word.isEmpty ? "unspecified" : word
     }
+}
+
+/// Set inside a refresh transaction (a `@Sendable` closure) when its successor pair went into the
+/// grace cache, read by the caller after it.
+private final class CachedFlag: Sendable {
+    let value = Atomic<Bool>(false)
 }

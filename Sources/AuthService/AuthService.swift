@@ -53,7 +53,7 @@ public struct AuthService: Service {
             resetCodes: configuration.resetCodePolicy, outbox: outbox, productName: configuration.productName, totpIssuer: configuration.totpIssuer
         )
         let keyRing = SigningKeyRing(issuer: issuer, directory: configuration.signingKeyDirectory.map(SigningKeyDirectory.init(path:)))
-        let handlers = AuthHandlers(store: AuthStore(client: postgres), hasher: hasher, keyRing: keyRing, protection: protection, passwordPolicy: configuration.passwordPolicy, refreshPolicy: configuration.refreshPolicy, logger: logger, now: now)
+        let handlers = AuthHandlers(store: AuthStore(client: postgres, connectionWait: configuration.databaseConnectionWait), hasher: hasher, keyRing: keyRing, protection: protection, passwordPolicy: configuration.passwordPolicy, refreshPolicy: configuration.refreshPolicy, logger: logger, now: now)
         let core = RPCServerCore(router: handlers.router(), accessPolicy: AuthHandlers.accessPolicy(edgeUIDs: configuration.edgeUIDs, adminUIDs: configuration.adminUIDs), logger: logger)
         var serverConfiguration = UnixSocketServer.Configuration(path: configuration.socketPath)
         serverConfiguration.socketMode = configuration.socketMode

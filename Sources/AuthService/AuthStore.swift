@@ -38,7 +38,7 @@ struct LockedRefreshToken: Sendable {
 /// SQL access for the auth schema, through postgres-nio binds only (C-16): every value is a
 /// bind parameter of a `PostgresQuery` built by string interpolation, never concatenated SQL.
 public struct AuthStore: Sendable {
-    public let client: PostgresClient
+    public let client: BoundedPostgresClient
     /// `findUser(id:)` and `isRevoked(jti:)` run for every authenticated request at the edge;
     /// concurrent ones share one query (see `BatchedLookup`), which is why they take no logger:
     /// one query serves the request ids of many callers.
@@ -46,15 +46,16 @@ public struct AuthStore: Sendable {
     /// A revoked jti maps to itself; a live one is absent.
     private let revokedJTIs: BatchedLookup<UUID, UUID>
 
-    public init(client: PostgresClient) {
-        self.client = client
-        self.usersByID = Self.batchedLookup(client, UsersByID.init, key: \.id)
-        self.revokedJTIs = Self.batchedLookup(client, RevokedJTIs.init, key: { $0 })
+    /// `connectionWait`: how long a request may wait for a pooled connection (UNAVAILABLE after).
+    public init(client: PostgresClient, connectionWait: Duration = .seconds(1)) {
+        self.client = BoundedPostgresClient(client, connectionWait: connectionWait)
+        self.usersByID = Self.batchedLookup(self.client, UsersByID.init, key: \.id)
+        self.revokedJTIs = Self.batchedLookup(self.client, RevokedJTIs.init, key: { $0 })
     }
 
     /// Point reads by UUID through `statement`, whose rows are keyed by `key`.
     private static func batchedLookup<Statement: PostgresPreparedStatement>(
-        _ client: PostgresClient, _ statement: @escaping @Sendable ([UUID]) -> Statement, key: @escaping @Sendable (Statement.Row) -> UUID
+        _ client: BoundedPostgresClient, _ statement: @escaping @Sendable ([UUID]) -> Statement, key: @escaping @Sendable (Statement.Row) -> UUID
     ) -> BatchedLookup<UUID, Statement.Row> where Statement.Row: Sendable {
         BatchedLookup { keys in
             var rows: [UUID: Statement.Row] = [:]

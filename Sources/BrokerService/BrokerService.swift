@@ -59,7 +59,7 @@ public struct BrokerService: Service {
         let postgres = PostgresClient(configuration: configuration.database, backgroundLogger: logger)
         let vaultTransport = UnixSocketClient(configuration: .init(path: configuration.vaultSocketPath), logger: logger)
         let handlers = BrokerHandlers(
-            store: BrokerStore(client: postgres), vault: CredentialVault(client: VaultRPCClient(RPCClient(transport: vaultTransport))),
+            store: BrokerStore(client: postgres, connectionWait: configuration.databaseConnectionWait), vault: CredentialVault(client: VaultRPCClient(RPCClient(transport: vaultTransport))),
             alpaca: alpaca, stripe: stripe, authorizeURL: authorizeURL, billing: configuration.billing,
             webhookSignature: StripeWebhookSignature(secret: configuration.stripeWebhookSecret), now: now
         )

@@ -43,6 +43,9 @@ struct AuthMain: AsyncParsableCommand {
     @Option(help: "PostgreSQL connections, all opened at start (a fixed pool on the local socket).")
     var dbConnections: Int = 8
 
+    @Option(help: "Milliseconds a request waits for a PostgreSQL connection before it fails as unavailable (10-10000).")
+    var dbConnectionWaitMs: Int = 1000
+
     @Option(help: "File holding the PostgreSQL password (mode 0400/0600; default: $CREDENTIALS_DIRECTORY/db-password if present, else peer/trust auth).")
     var dbPasswordFile: String?
 
@@ -139,6 +142,7 @@ struct AuthMain: AsyncParsableCommand {
         let secret = try AuthSecrets(secret: Array(try SecretFile.read(at: secretPath)))
         var configuration = AuthConfiguration(socketPath: socket, database: database, signingKeys: keys, serverSecret: secret)
         configuration.signingKeyDirectory = signingKeyDir
+        configuration.databaseConnectionWait = try BoundedPostgresClient.connectionWait(milliseconds: dbConnectionWaitMs)
         configuration.mailFrom = mailFrom
         let domain = mailFrom.split(separator: "@").last.map(String.init) ?? ""
         let renderer: MailRenderer

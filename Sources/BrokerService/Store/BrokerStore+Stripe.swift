@@ -196,7 +196,7 @@ extension BrokerStore {
     /// the effect if it rolled back).
     public func applyOnce(
         eventID: String, type: String, now: Date, logger: Logger,
-        effect: @Sendable (PostgresConnection) async throws -> Void
+        effect: @escaping @Sendable (PostgresConnection) async throws -> Void
     ) async throws -> Bool {
         try await inTransaction(logger: logger) { connection in
             let rows = try await connection.query("""

@@ -1,3 +1,4 @@
+import ClauDatabase
 import Crypto
 import Foundation
 import Logging
@@ -33,10 +34,11 @@ public struct AlpacaConnectionRecord: Sendable, Hashable {
 /// bind parameter of a `PostgresQuery` built by string interpolation, never concatenated SQL.
 /// Every per-user read and write names the user in its WHERE clause (C-7).
 public struct BrokerStore: Sendable {
-    public let client: PostgresClient
+    public let client: BoundedPostgresClient
 
-    public init(client: PostgresClient) {
-        self.client = client
+    /// `connectionWait`: how long a request may wait for a pooled connection (UNAVAILABLE after).
+    public init(client: PostgresClient, connectionWait: Duration = .seconds(1)) {
+        self.client = BoundedPostgresClient(client, connectionWait: connectionWait)
     }
 
     /// Lookup hashes of provider identifiers and OAuth states (both carry ≥ 128 random bits, so a
@@ -48,7 +50,7 @@ public struct BrokerStore: Sendable {
     /// `withTransaction`, with the closure's own error rethrown as itself (postgres-nio wraps it
     /// in `PostgresTransactionError`), so a refusal decided inside a transaction reaches the
     /// caller as the typed error it is.
-    func inTransaction<Result: Sendable>(logger: Logger, _ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+    func inTransaction<Result: Sendable>(logger: Logger, _ body: @escaping @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
         do {
             return try await client.withTransaction(logger: logger) { connection in try await body(connection) }
         } catch let error as PostgresTransactionError {
