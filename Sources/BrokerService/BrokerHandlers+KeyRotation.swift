@@ -63,23 +63,25 @@ extension BrokerHandlers {
 
     public func beginKeyRotation(_ request: BrokerBeginKeyRotationRequest, _ context: ServerContext) async throws -> BrokerBeginKeyRotationResponse {
         let options = context.downstreamOptions()
-        var currentKeyID = try await vault.currentKeyID(options: options)
-        var counts = try await store.ciphertextCounts(currentKeyID: currentKeyID, logger: context.logger)
-        // An unfinished re-wrap is finished first: adding a key now would leave ciphertexts under
-        // two old keys, and a retried request would pile up keys.
-        let addKey = counts.stale == 0
-        if addKey {
-            currentKeyID = try await vault.addKey(options: options)[0]
-            counts = try await store.ciphertextCounts(currentKeyID: currentKeyID, logger: context.logger)
+        let vault = self.vault
+        let (addKey, currentKeyID, stale) = try await store.whileHoldingRotationLock(logger: context.logger) { counts in
+            let currentKeyID = try await vault.currentKeyID(options: options)
+            let before = try await counts(currentKeyID)
+            // An unfinished re-wrap is finished first: adding a key now would leave ciphertexts
+            // under two old keys, and a retried request would pile up keys.
+            guard before.stale == 0 else { return (false, currentKeyID, before.stale) }
+            let newKeyID = try await vault.addKey(options: options)[0]
+            // Under the new key, every openable ciphertext is stale: no second count needed.
+            return (true, newKeyID, before.openable)
         }
         context.logger.notice("fernet key rotation", metadata: [
             "event": "key_rotation", "risk": "high", "key_added": "\(addKey)", "current_key_id": "\(currentKeyID)",
-            "stale": "\(counts.stale)", "caller_uid": "\(context.peer.uid)",
+            "stale": "\(stale)", "caller_uid": "\(context.peer.uid)",
         ])
         var response = BrokerBeginKeyRotationResponse()
         response.keyAdded = addKey
         response.currentKeyID = currentKeyID
-        response.stale = counts.stale
+        response.stale = stale
         return response
     }
 

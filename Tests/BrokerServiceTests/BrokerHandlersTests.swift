@@ -305,6 +305,29 @@ struct BrokerHandlersTests {
 
     // MARK: Key rotation
 
+    /// Five rotations begun at once (an operator's retry racing the admin route) add one key
+    /// between them: the others see the re-wrap that key opened and add none (R-11).
+    @Test func rotationsBegunAtOnceAddOneKey_R11() async throws {
+        try await withBroker { broker in
+            let oldKeyID = try await broker.handlers.vault.currentKeyID(options: CallOptions())
+            let user = UUID()
+            let sealed = try await broker.handlers.vault.seal("alpaca-token-race", for: CredentialContext(provider: .alpaca, userID: user), options: CallOptions())
+            try await broker.sql("""
+                INSERT INTO broker.alpaca_connections (user_id, token_ciphertext, key_id, scope, status, connected_at, updated_at)
+                VALUES (\(user), \(sealed.ciphertext), \(oldKeyID), 'trading', 'connected', now(), now())
+                """)
+            let operatorClient = broker.client(as: BrokerHarness.operatorCLI)
+            let responses = try await withThrowingTaskGroup(of: BrokerBeginKeyRotationResponse.self) { group in
+                for _ in 0..<5 { group.addTask { try await operatorClient.beginKeyRotation(BrokerBeginKeyRotationRequest()) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let added = responses.filter(\.keyAdded)
+            #expect(added.count == 1, "\(responses.map(\.keyAdded))")
+            #expect(Set(responses.map(\.currentKeyID)).count == 1 && responses.allSatisfy { $0.stale == 1 })
+            #expect(try FernetKeyFile.load(path: broker.keyFile).map(\.id) == [added.first?.currentKeyID ?? "", oldKeyID])
+        }
+    }
+
     /// R-11 end to end through the broker's RPCs, as `clauctl broker rotate` and the admin route
     /// run it: the vault adds and persists a key, 10,000 tokens are re-wrapped in batches, the old
     /// key cannot be retired while a ciphertext needs it and can afterwards, and every token still

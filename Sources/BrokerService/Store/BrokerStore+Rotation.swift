@@ -88,13 +88,34 @@ extension BrokerStore {
 
     /// Stored ciphertexts per key id (all, and those a key still opens), and how many are still to
     /// be re-wrapped to `currentKeyID`.
-    public func ciphertextCounts(currentKeyID: String, logger: Logger) async throws -> (byKeyID: [String: UInt64], openableByKeyID: [String: UInt64], stale: UInt64, undecryptable: UInt64) {
-        let rows = try await client.query("""
+    public func ciphertextCounts(currentKeyID: String, logger: Logger) async throws -> CiphertextCounts {
+        try await Self.ciphertextCounts(currentKeyID: currentKeyID) { try await client.query($0, logger: logger) }
+    }
+
+    /// Runs `body` while this process holds the rotation lock (a PostgreSQL advisory lock held by
+    /// one transaction), so two rotations started at once, from one broker or two, add one key
+    /// between them. `body` counts on the locked connection, so one pooled connection suffices.
+    public func whileHoldingRotationLock<Result: Sendable>(
+        logger: Logger, _ body: @escaping @Sendable (_ counts: @escaping @Sendable (_ currentKeyID: String) async throws -> CiphertextCounts) async throws -> Result
+    ) async throws -> Result {
+        try await inTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.rotationLockKey))", logger: logger)
+            return try await body { currentKeyID in
+                try await Self.ciphertextCounts(currentKeyID: currentKeyID) { try await connection.query($0, logger: logger) }
+            }
+        }
+    }
+
+    /// The advisory lock key of Fernet key rotation (any fixed 64-bit number; this one spells "clau-rot").
+    static let rotationLockKey: Int64 = 0x636C_6175_2D72_6F74
+
+    private static func ciphertextCounts(currentKeyID: String, run: (PostgresQuery) async throws -> PostgresRowSequence) async throws -> CiphertextCounts {
+        let rows = try await run("""
             SELECT key_id, undecryptable, count(*) FROM (
                 SELECT key_id, undecryptable FROM broker.alpaca_connections
                 UNION ALL SELECT key_id, undecryptable FROM broker.stripe_customers) AS sealed
             GROUP BY key_id, undecryptable
-            """, logger: logger)
+            """)
         var byKeyID: [String: UInt64] = [:]
         var openableByKeyID: [String: UInt64] = [:]
         var stale: UInt64 = 0
@@ -108,6 +129,17 @@ extension BrokerStore {
             openableByKeyID[keyID, default: 0] += UInt64(count)
             if keyID != currentKeyID { stale += UInt64(count) }
         }
-        return (byKeyID, openableByKeyID, stale, undecryptable)
+        return CiphertextCounts(byKeyID: byKeyID, openableByKeyID: openableByKeyID, stale: stale, undecryptable: undecryptable)
     }
+}
+
+/// Stored ciphertexts by key id. `stale`: openable ones under a key other than the current one.
+public struct CiphertextCounts: Sendable, Equatable {
+    public var byKeyID: [String: UInt64]
+    public var openableByKeyID: [String: UInt64]
+    public var stale: UInt64
+    public var undecryptable: UInt64
+
+    /// Every openable ciphertext: all of them are stale once a new key becomes current.
+    public var openable: UInt64 { openableByKeyID.values.reduce(0, +) }
 }
