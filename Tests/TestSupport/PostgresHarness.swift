@@ -1,5 +1,5 @@
-import CClauSystem
 import ClauDatabase
+import ClauSupport
 import Foundation
 import Logging
 import NIOPosix
@@ -167,14 +167,10 @@ public enum Shell {
             unlink(errorPath)
         }
         let pid = try spawn(executable, arguments, environment: environment ?? ProcessInfo.processInfo.environment, outputPath: outputPath, errorPath: errorPath)
-        var status: Int32 = 0
-        // A failed wait (ECHILD: someone else reaped the child) must not read as exit status 0.
-        var waited: pid_t
-        repeat { waited = waitpid(pid, &status, 0) } while waited < 0 && errno == EINTR
-        guard waited == pid else { throw HarnessError("\(executable): waitpid failed (errno \(errno))") }
+        let status: ChildProcess.Status
+        do { status = try ChildProcess.wait(pid, executable: executable) } catch { throw HarnessError(error.description) }
         let stdout = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        // WIFEXITED && WEXITSTATUS == 0
-        guard status & 0x7f == 0, (status >> 8) & 0xff == 0 else {
+        guard status.succeeded else {
             let stderr = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
             throw HarnessError("\(executable) \(arguments.joined(separator: " ")) failed (status \(status)): \(stderr)")
         }
@@ -370,41 +366,26 @@ public func waitForFile(_ path: String, timeout: Duration = .seconds(10)) async 
 /// posix_spawn with stdin from /dev/null and stdout (and stderr, or into stdout when `errorPath`
 /// is nil) written to files.
 func spawn(_ executable: String, _ arguments: [String], environment: [String: String], outputPath: String, errorPath: String?) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    // Daemons (postgres, redis-server, the services) live for the whole run: a descriptor they
-    // inherit stays open, e.g. a script another test is writing, which then cannot be executed
-    // (ETXTBSY). Nothing past stderr is passed on.
-    _ = clau_spawn_close_from(&actions, 3)
-    if let errorPath {
-        posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    } else {
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    // The same spawn the services use for their own children (ClauSupport's ChildProcess): no
+    // descriptor past stderr reaches the child (a daemon that lives for the whole run would keep
+    // it open, e.g. a script another test is writing, which then cannot be executed: ETXTBSY),
+    // and an empty signal mask with default dispositions (the test process's threads block most
+    // signals; without this a daemon never sees the SIGTERM that ends it).
+    func open(_ path: String) throws -> Int32 {
+        let descriptor = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw HarnessError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        return descriptor
     }
-    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    let environmentStrings = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { environmentStrings.forEach { free($0) } }
-    // The test process's threads block most signals, and a child inherits that mask: without
-    // this a daemon never sees the SIGTERM that ends it and outlives the test run.
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var noSignals = sigset_t()
-    sigemptyset(&noSignals)
-    posix_spawnattr_setsigmask(&attributes, &noSignals)
-    var defaultSignals = sigset_t()
-    sigemptyset(&defaultSignals)
-    for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&defaultSignals, signal) }
-    posix_spawnattr_setsigdefault(&attributes, &defaultSignals)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    var pid: pid_t = 0
-    let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environmentStrings)
-    guard result == 0 else { throw HarnessError("cannot start \(executable): \(String(cString: strerror(result)))") }
-    return pid
+    let output = try open(outputPath)
+    defer { close(output) }
+    let errors = try errorPath.map(open)
+    defer { errors.map { _ = close($0) } }
+    do {
+        return try ChildProcess.spawn(executable, arguments, environment: environment.map { "\($0.key)=\($0.value)" },
+                                      stdout: output, stderr: errors ?? output)
+    } catch {
+        throw HarnessError("cannot start \(executable): \(error.reason)")
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts as a separate
