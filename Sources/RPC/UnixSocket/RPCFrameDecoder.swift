@@ -99,6 +99,13 @@ extension ChannelPipeline.SynchronousOperations {
     }
 }
 
+extension AdaptiveRecvByteBufferAllocator {
+    /// NIO's default read size grows to 64 KiB at most, so a 64 KiB payload's frame takes two
+    /// reads and a copy into the decoder's buffer. Up to 256 KiB (about a Unix socket's default
+    /// receive buffer) it arrives in one read and is sliced, not copied; reads still start small.
+    static let rpcFrames = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 256 * 1024)
+}
+
 extension ByteBuffer {
     /// A frame on the wire: the 4-byte big-endian length, then the serialized `Frame`.
     init(rpcFrame bytes: [UInt8]) {

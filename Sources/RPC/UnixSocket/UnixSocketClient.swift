@@ -122,6 +122,7 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
         let timeout = configuration.connectTimeout.components
         return try await ClientBootstrap(group: eventLoop)
             .connectTimeout(.milliseconds(timeout.seconds * 1000 + timeout.attoseconds / 1_000_000_000_000_000))
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator.rpcFrames)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addRPCFraming(maximumFrameLength: maximumFrameLength)

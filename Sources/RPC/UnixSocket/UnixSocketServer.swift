@@ -84,6 +84,7 @@ public final class UnixSocketServer: Service, Sendable {
         let logger = self.logger
         let server = try await ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: Int32(clamping: min(max(configuration.maximumConnectionsPerPeerUID, 1), 4096)))
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator.rpcFrames)
             .bind(unixDomainSocketPath: temporaryPath) { channel in
                 channel.peerCredentials().flatMapThrowing { peer in
                     let connection = RPCServerConnection(channel: channel, peer: peer, core: core, maximumConcurrentCalls: maximumConcurrentCalls, maximumFrameLength: maximumFrameLength)
