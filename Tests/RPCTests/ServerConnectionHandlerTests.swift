@@ -153,3 +153,40 @@ struct CoalescingFrameWriterOrderTests {
         _ = try await channel.finish()
     }
 }
+
+@Suite("In-place frame codec", .timeLimit(.minutes(5)))
+struct InPlaceFrameCodecTests {
+    /// The wire format is unchanged: a frame serialized into its buffer is the length header
+    /// followed by exactly the bytes protobuf's array serialization gives.
+    @Test func framesSerializedInPlaceMatchTheArrayEncoding() throws {
+        var generator = SystemRandomNumberGenerator()
+        for size in [0, 1, 127, 128, 200, 16_383, 16_384, 65_536, 300_000] {
+            var frame = RPCWireFrame()
+            frame.callID = UInt64.random(in: 0...UInt64.max, using: &generator)
+            frame.response.status.code = UInt32.random(in: 0...17, using: &generator)
+            frame.response.status.message = "status"
+            frame.response.payload = Data((0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            let expected: [UInt8] = try frame.serializedBytes()
+            let framed = try ByteBuffer(rpcFrame: frame)
+            #expect(framed == ByteBuffer(rpcFrame: expected))
+            var body = framed
+            body.moveReaderIndex(forwardBy: 4)
+            #expect(try RPCWireFrame(frameBody: body) == frame)
+        }
+    }
+
+    /// Parsing in place accepts and refuses exactly what parsing a copied array does.
+    @Test func parsingInPlaceAgreesWithParsingACopy() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<3000 {
+            let count = Int.random(in: 0...300, using: &generator)
+            let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            var buffer = ByteBuffer(repeating: 0xAA, count: 7)  // a slice that does not start at 0
+            buffer.writeBytes(bytes)
+            buffer.moveReaderIndex(forwardBy: 7)
+            let inPlace = try? RPCWireFrame(frameBody: buffer)
+            let copied = try? RPCWireFrame(serializedBytes: bytes)
+            #expect(inPlace == copied)
+        }
+    }
+}
