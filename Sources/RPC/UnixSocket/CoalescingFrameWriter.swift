@@ -12,8 +12,15 @@ import Synchronization
 /// There is no back-pressure here: the number of frames in flight is bounded by the calls in
 /// flight on the connection, each of which holds its frame anyway.
 final class CoalescingFrameWriter: Sendable {
+    private struct State {
+        /// Frames written off the loop, in order, waiting for the drain.
+        var frames: [ByteBuffer] = []
+        /// A drain (which flushes) is queued on the loop.
+        var drainQueued = false
+    }
+
     private let channel: any Channel
-    private let pending = Mutex<[ByteBuffer]>([])
+    private let state = Mutex(State())
 
     init(channel: any Channel) {
         self.channel = channel
@@ -23,13 +30,20 @@ final class CoalescingFrameWriter: Sendable {
     /// A frame written after the channel closed is dropped (the caller learns of the closed
     /// connection through `channelInactive`).
     func write(_ frame: ByteBuffer) {
-        let isFirst = pending.withLock { pending in
-            pending.append(frame)
-            return pending.count == 1
+        let onLoop = channel.eventLoop.inEventLoop
+        let (direct, queueDrain) = state.withLock { state -> (Bool, Bool) in
+            // On the loop with nothing queued ahead of it (queued frames are written only by a
+            // drain, on this thread), a frame goes straight into the channel's outbound buffer:
+            // order is kept, and only the flush waits.
+            let direct = onLoop && state.frames.isEmpty
+            if !direct { state.frames.append(frame) }
+            defer { state.drainQueued = true }
+            return (direct, !state.drainQueued)
         }
+        if direct { channel.write(frame, promise: nil) }
         // `execute` runs after the tasks already queued for this tick, so the frames of every
         // call that finishes in this tick share the flush.
-        if isFirst { channel.eventLoop.execute { self.drain() } }
+        if queueDrain { channel.eventLoop.execute { self.drain() } }
     }
 
     /// Returns once every frame written so far has been handed to the channel and flushed (before
@@ -46,9 +60,10 @@ final class CoalescingFrameWriter: Sendable {
     }
 
     private func drain() {
-        let frames = pending.withLock { pending in
+        let frames = state.withLock { state in
             var taken: [ByteBuffer] = []
-            swap(&taken, &pending)
+            swap(&taken, &state.frames)
+            state.drainQueued = false
             return taken
         }
         for frame in frames { channel.write(frame, promise: nil) }

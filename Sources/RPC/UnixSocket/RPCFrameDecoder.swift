@@ -1,4 +1,5 @@
 import NIOCore
+import SwiftProtobuf
 
 /// Splits a byte stream into frames: 4-byte big-endian length, then that many bytes.
 ///
@@ -98,6 +99,13 @@ extension ChannelPipeline.SynchronousOperations {
     }
 }
 
+extension AdaptiveRecvByteBufferAllocator {
+    /// NIO's default read size grows to 64 KiB at most, so a 64 KiB payload's frame takes two
+    /// reads and a copy into the decoder's buffer. Up to 256 KiB (about a Unix socket's default
+    /// receive buffer) it arrives in one read and is sliced, not copied; reads still start small.
+    static let rpcFrames = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 256 * 1024)
+}
+
 extension ByteBuffer {
     /// A frame on the wire: the 4-byte big-endian length, then the serialized `Frame`.
     init(rpcFrame bytes: [UInt8]) {
@@ -105,5 +113,69 @@ extension ByteBuffer {
         reserveCapacity(4 + bytes.count)
         writeInteger(UInt32(bytes.count), endianness: .big)
         writeBytes(bytes)
+    }
+
+    /// `frame` serialized straight into a wire frame (header included): no intermediate array
+    /// and no second copy of the payload per frame.
+    init(rpcFrame frame: RPCWireFrame) throws {
+        let framed: FramedProtobufBytes = try frame.serializedBytes()
+        // Non-nil: protobuf built `framed` with `init(repeating:count:)`.
+        self = framed.frame!
+    }
+}
+
+extension RPCWireFrame {
+    /// Parses a frame body where the decoder left it, without copying it into an array first.
+    init(frameBody: ByteBuffer) throws {
+        try self.init(serializedBytes: FramedProtobufBytes(body: frameBody))
+    }
+}
+
+/// A `ByteBuffer` as protobuf's bag of bytes: parsing reads the buffer in place, and serializing
+/// writes into a buffer that already holds the frame's 4-byte length header in front of the
+/// message bytes. (The protocol's other requirements are what protobuf needs to build a value.)
+struct FramedProtobufBytes: SwiftProtobufContiguousBytes {
+    /// The message bytes (readable); for a value protobuf built, the header sits just before them.
+    private var buffer: ByteBuffer
+    private var hasHeader: Bool
+
+    init(body: ByteBuffer) {
+        buffer = body
+        hasHeader = false
+    }
+
+    /// What `serializedBytes()` calls with the exact encoded size: header, then `count` zero bytes
+    /// for the encoder to overwrite.
+    init(repeating: UInt8, count: Int) {
+        buffer = ByteBuffer()
+        buffer.reserveCapacity(4 + count)
+        buffer.writeInteger(UInt32(truncatingIfNeeded: count), endianness: .big)
+        buffer.writeRepeatingByte(repeating, count: count)
+        buffer.moveReaderIndex(forwardBy: 4)
+        hasHeader = true
+    }
+
+    init<S: Sequence>(_ sequence: S) where S.Element == UInt8 {
+        let bytes = Array(sequence)
+        self.init(repeating: 0, count: bytes.count)
+        buffer.setBytes(bytes, at: buffer.readerIndex)
+    }
+
+    var count: Int { buffer.readableBytes }
+
+    /// The whole frame, header first; nil for a value that wraps a received body.
+    var frame: ByteBuffer? {
+        guard hasHeader else { return nil }
+        var frame = buffer
+        frame.moveReaderIndex(to: buffer.readerIndex - 4)
+        return frame
+    }
+
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeReadableBytes(body)
+    }
+
+    mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeMutableReadableBytes(body)
     }
 }

@@ -122,6 +122,7 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
         let timeout = configuration.connectTimeout.components
         return try await ClientBootstrap(group: eventLoop)
             .connectTimeout(.milliseconds(timeout.seconds * 1000 + timeout.attoseconds / 1_000_000_000_000_000))
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator.rpcFrames)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addRPCFraming(maximumFrameLength: maximumFrameLength)
@@ -146,12 +147,13 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
         var frame = RPCWireFrame()
         frame.callID = callID
         frame.request = request
-        let bytes: [UInt8]
-        do { bytes = try frame.serializedBytes() } catch {
+        let encoded: ByteBuffer
+        do { encoded = try ByteBuffer(rpcFrame: frame) } catch {
             throw RPCError(code: .invalidArgument, message: "request could not be serialized")
         }
-        guard bytes.count <= configuration.maximumFrameLength else {
-            throw RPCError(code: .resourceExhausted, message: "request of \(bytes.count) bytes exceeds the maximum frame size")
+        let frameLength = encoded.readableBytes - 4
+        guard frameLength <= configuration.maximumFrameLength else {
+            throw RPCError(code: .resourceExhausted, message: "request of \(frameLength) bytes exceeds the maximum frame size")
         }
 
         return try await withTaskCancellationHandler {
@@ -173,7 +175,7 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
                 }
                 // No per-write promise: if the connection fails, `connectionLost` fails every call
                 // registered on it (registration and that sweep share the lock).
-                connection.writer.write(ByteBuffer(rpcFrame: bytes))
+                connection.writer.write(encoded)
             }
         } onCancel: {
             finish(callID, with: .failure(RPCError(code: .cancelled, message: "call cancelled")), sendCancel: true)
@@ -209,8 +211,8 @@ public final class UnixSocketClient: ClientTransport, Service, Sendable {
             var frame = RPCWireFrame()
             frame.callID = callID
             frame.cancel = RPCWireCancel()
-            if let bytes: [UInt8] = try? frame.serializedBytes() {
-                connection.writer.write(ByteBuffer(rpcFrame: bytes))
+            if let encoded = try? ByteBuffer(rpcFrame: frame) {
+                connection.writer.write(encoded)
             }
         }
     }
@@ -269,7 +271,7 @@ private final class ReplyHandler: ChannelInboundHandler, Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         do {
-            let frame = try RPCWireFrame(serializedBytes: Array(buffer.readableBytesView))
+            let frame = try RPCWireFrame(frameBody: buffer)
             try client.received(frame)
         } catch {
             context.close(promise: nil)

@@ -12,7 +12,9 @@ import Glibc
 ///
 /// One child task per connection, one task per call, so a slow call never blocks the others on
 /// its connection and a bad connection (oversized, truncated or garbage frames) is closed alone.
-/// Replies that are ready in the same event-loop tick share one flush.
+/// A call's task starts on the connection's event loop within the read that brought the request,
+/// so a handler that does not suspend is answered with no thread or task-queue hop. Replies that
+/// are ready in the same event-loop tick share one flush.
 /// On graceful shutdown it stops accepting, answers new requests UNAVAILABLE, lets the calls in
 /// flight finish and reply, then closes.
 public final class UnixSocketServer: Service, Sendable {
@@ -82,6 +84,7 @@ public final class UnixSocketServer: Service, Sendable {
         let logger = self.logger
         let server = try await ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: Int32(clamping: min(max(configuration.maximumConnectionsPerPeerUID, 1), 4096)))
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator.rpcFrames)
             .bind(unixDomainSocketPath: temporaryPath) { channel in
                 channel.peerCredentials().flatMapThrowing { peer in
                     let connection = RPCServerConnection(channel: channel, peer: peer, core: core, maximumConcurrentCalls: maximumConcurrentCalls, maximumFrameLength: maximumFrameLength)
@@ -170,12 +173,11 @@ public final class UnixSocketServer: Service, Sendable {
         frame.callID = callID
         frame.response = response
         // Serializing a message we built cannot fail (no required fields, no Any).
-        var bytes: [UInt8] = (try? frame.serializedBytes()) ?? []
-        if bytes.count > maximumFrameLength {
-            frame.response = .failure(RPCError(code: .resourceExhausted, message: "reply exceeds the frame limit"))
-            bytes = (try? frame.serializedBytes()) ?? []
+        if let encoded = try? ByteBuffer(rpcFrame: frame), encoded.readableBytes - 4 <= maximumFrameLength {
+            return encoded
         }
-        return ByteBuffer(rpcFrame: bytes)
+        frame.response = .failure(RPCError(code: .resourceExhausted, message: "reply exceeds the frame limit"))
+        return (try? ByteBuffer(rpcFrame: frame)) ?? ByteBuffer(rpcFrame: [])
     }
 
     private static func removeStaleSocket(at path: String) throws {
@@ -262,7 +264,7 @@ private final class OpenConnections: Sendable {
 
 /// One accepted connection: its peer, its calls, and the writer its replies share. Frames are
 /// handled on the channel's loop as they are decoded (``CallReader``); each request becomes a task.
-private final class RPCServerConnection: Sendable {
+final class RPCServerConnection: Sendable {
     let channel: any Channel
     let peer: PeerCredentials
     let calls: CallsInFlight
@@ -320,7 +322,7 @@ private final class RPCServerConnection: Sendable {
         guard closeReason == nil else { return }
         let frame: RPCWireFrame
         do {
-            frame = try RPCWireFrame(serializedBytes: Array(buffer.readableBytesView))
+            frame = try RPCWireFrame(frameBody: buffer)
         } catch {
             throw RPCFrameError.malformedFrame
         }
@@ -344,22 +346,29 @@ private final class RPCServerConnection: Sendable {
             // The deadline cancels the call (the connection's deadline alarm): never a reply
             // after the caller has given up.
             let deadline = RPCServerCore.deadline(of: request)
+            guard calls.register(callID, deadline: deadline.map(NIODeadline.init)) else {
+                throw RPCFrameError.protocolViolation("call id \(callID) already in flight")
+            }
             // One task per call, so a slow call never holds up the others; it writes its own
             // reply and leaves the registry. A call cancelled by the client (Cancel frame or
             // deadline) gets no reply.
-            let started = calls.start(callID, deadline: deadline.map(NIODeadline.init)) { [core, peer, replies, calls, maximumFrameLength] in
-                Task {
-                    let response = await core.handle(request, peer: peer, deadline: deadline, refusalAudited: true)
-                    // After its deadline a call gets no reply, whichever of the alarm and the
-                    // handler got there first: one behaviour, whatever the timing.
-                    if !Task.isCancelled, deadline.map({ ContinuousClock.now < $0 }) ?? true {
-                        replies.write(UnixSocketServer.encode(callID: callID, response: response, maximumFrameLength: maximumFrameLength))
-                    }
-                    calls.finish(callID)
+            let call: @Sendable () async -> Void = { [core, peer, replies, calls, maximumFrameLength] in
+                let response = await core.handle(request, peer: peer, deadline: deadline, refusalAudited: true)
+                // After its deadline a call gets no reply, whichever of the alarm and the
+                // handler got there first: one behaviour, whatever the timing.
+                if !Task.isCancelled, deadline.map({ ContinuousClock.now < $0 }) ?? true {
+                    replies.write(UnixSocketServer.encode(callID: callID, response: response, maximumFrameLength: maximumFrameLength))
                 }
+                calls.finish(callID)
             }
-            guard started else {
-                throw RPCFrameError.protocolViolation("call id \(callID) already in flight")
+            // The task starts here, on the channel's loop, and runs up to its first suspension
+            // before this returns: a handler that does not suspend is decoded, run and answered
+            // within this read, with no hop to another thread or a later tick. One that suspends
+            // resumes on the global executor like any task.
+            if #available(macOS 26, *) {
+                calls.attach(callID, Task.immediate(operation: call))
+            } else {
+                calls.attach(callID, Task(operation: call))
             }
         case .cancel:
             calls.cancel(callID)
@@ -371,7 +380,7 @@ private final class RPCServerConnection: Sendable {
 
 /// Hands each decoded frame to its connection. A frame the connection refuses closes it, and a
 /// closed connection's calls are cancelled: nobody is left to read their replies.
-private final class CallReader: ChannelInboundHandler, Sendable {
+final class CallReader: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
 
     let connection: RPCServerConnection
@@ -419,11 +428,28 @@ enum RPCConnectionClosed: Error, CustomStringConvertible {
 
 /// Calls running on one connection: a Cancel frame or deadline reaches the right one, and the
 /// connection waits for all of them before it closes.
-private final class CallsInFlight: Sendable {
+///
+/// A call is registered before its task starts and given its task once started: a task that
+/// starts immediately may finish (and deregister) before `Task.immediate` returns, and the lock is
+/// not held while it runs. A cancellation that comes before the task is attached is remembered
+/// and delivered on attach.
+final class CallsInFlight: Sendable {
     private struct Call {
-        var task: Task<Void, Never>
+        /// Nil until the call's task is attached.
+        var task: Task<Void, Never>?
+        /// Cancelled before its task was attached.
+        var cancelled = false
         /// Nil once the call was cancelled at its deadline (or had none).
         var deadline: NIODeadline?
+
+        /// The task to cancel now, or nil (none yet: cancelled on attach).
+        mutating func cancel() -> Task<Void, Never>? {
+            guard let task else {
+                cancelled = true
+                return nil
+            }
+            return task
+        }
     }
 
     private struct State {
@@ -441,15 +467,25 @@ private final class CallsInFlight: Sendable {
 
     var count: Int { state.withLock { $0.calls.count } }
 
-    /// Registers the task `makeTask` creates, under the lock, so the task cannot finish (and
-    /// deregister) before it is registered. False, and no task, if the id is already in flight.
-    func start(_ id: UInt64, deadline: NIODeadline?, makeTask: () -> Task<Void, Never>) -> Bool {
+    /// Registers a call about to start; false if the id is already in flight.
+    func register(_ id: UInt64, deadline: NIODeadline?) -> Bool {
         state.withLock { state in
             guard state.calls[id] == nil else { return false }
-            state.calls[id] = Call(task: makeTask(), deadline: deadline)
+            state.calls[id] = Call(deadline: deadline)
             if let deadline { state.deadlineAlarm.ensureRings(by: deadline) { self.cancelDueCalls() } }
             return true
         }
+    }
+
+    /// Gives a registered call its task (unless it already finished), cancelling it at once if
+    /// it was cancelled meanwhile.
+    func attach(_ id: UInt64, _ task: Task<Void, Never>) {
+        let cancelNow = state.withLock { state -> Bool in
+            guard state.calls[id] != nil else { return false }
+            state.calls[id]!.task = task
+            return state.calls[id]!.cancelled
+        }
+        if cancelNow { task.cancel() }
     }
 
     /// The deadline alarm rang: calls past their deadline are cancelled.
@@ -459,7 +495,7 @@ private final class CallsInFlight: Sendable {
             state.deadlineAlarm.rang(next: next) { self.cancelDueCalls() }
             return due.compactMap { id in
                 state.calls[id]?.deadline = nil
-                return state.calls[id]?.task
+                return state.calls[id]?.cancel()
             }
         }
         for task in due { task.cancel() }
@@ -483,11 +519,14 @@ private final class CallsInFlight: Sendable {
 
     /// Cancels a call; it stays registered until its task has ended.
     func cancel(_ id: UInt64) {
-        state.withLock { $0.calls[id]?.task }?.cancel()
+        state.withLock { $0.calls[id]?.cancel() }?.cancel()
     }
 
     func cancelAll() {
-        for call in state.withLock({ Array($0.calls.values) }) { call.task.cancel() }
+        let tasks = state.withLock { state in
+            state.calls.keys.compactMap { state.calls[$0]!.cancel() }
+        }
+        for task in tasks { task.cancel() }
     }
 
     func waitUntilEmpty() async {
