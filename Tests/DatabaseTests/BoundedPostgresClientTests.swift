@@ -71,7 +71,9 @@ struct BoundedPostgresClientTests {
                 }
                 let elapsed = ContinuousClock.now - started
                 #expect(error?.rpcError.code == .unavailable)
-                #expect(elapsed >= .milliseconds(300) && elapsed < .seconds(3), "\(statement) gave up after \(elapsed)")
+                // Not the pool's own giving up (a different error, after 15 s of failures), and
+                // before a 5 s RPC deadline with room to spare on a loaded test machine.
+                #expect(elapsed >= .milliseconds(300) && elapsed < .seconds(5), "\(statement) gave up after \(elapsed)")
             }
         }
     }
@@ -82,6 +84,13 @@ struct BoundedPostgresClientTests {
     @Test func aSaturatedPoolRefusesAfterTheWaitButNeverCutsALeasedTransaction_R16() async throws {
         let testDatabase = try await PostgresHarness.shared.freshDatabase()
         try await withPool(testDatabase.clientConfiguration(role: "clau_auth"), connectionWait: .milliseconds(200)) { database in
+            // The pool's first connection can take longer than the wait on a loaded machine:
+            // until it is up, there is no progress to measure against.
+            var warm = false
+            for _ in 0..<100 where !warm {
+                warm = (try? await database.query("SELECT 1", logger: logger)) != nil
+            }
+            try #require(warm, "the pool never connected")
             try await database.query("CREATE TABLE auth.bounded_probe (id int)", logger: logger)
             let gate = Gate()
             let holder = Task {
