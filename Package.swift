@@ -406,7 +406,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Through real sockets: the edge on 127.0.0.1 and a real auth service on a real PostgreSQL;
-        // the broker routes also against a real broker and vault, with the fakes as Alpaca/Stripe.
+        // the broker routes also against a real broker and vault, with the fakes as Alpaca/Stripe;
+        // and, in memory, the edge's pipeline in front of a scripted auth (EdgeInMemoryTests).
         .testTarget(
             name: "EdgeProxyTests",
             dependencies: [

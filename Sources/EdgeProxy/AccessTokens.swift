@@ -31,19 +31,15 @@ public final class JWKSCache: Sendable {
         var lastRefresh: ContinuousClock.Instant?
     }
 
-    private let rpc: RPCClient
-    private let timeout: Duration
+    private let auth: AuthGateway
     private let minimumRefreshInterval: Duration
     private let logger: Logger
-    private let metrics: EdgeMetrics?
     private let state: Mutex<State>
     /// Serialises refreshes (one RPC at a time).
     private let refreshing = AsyncLock()
 
-    init(rpc: RPCClient, issuer: String, audience: String, leeway: Int64, timeout: Duration, minimumRefreshInterval: Duration, logger: Logger, metrics: EdgeMetrics? = nil) {
-        self.rpc = rpc
-        self.metrics = metrics
-        self.timeout = timeout
+    init(auth: AuthGateway, issuer: String, audience: String, leeway: Int64, minimumRefreshInterval: Duration, logger: Logger) {
+        self.auth = auth
         self.minimumRefreshInterval = minimumRefreshInterval
         self.logger = logger
         var verifier = AccessTokenVerifier(keys: [], issuer: issuer, audience: audience)
@@ -72,7 +68,7 @@ public final class JWKSCache: Sendable {
             guard due else { return }
             state.withLock { $0.lastRefresh = .now }
             do {
-                let response = try await rpc.call(AuthAPI.getJWKS, AuthGetJWKSRequest(), options: CallOptions(requestID: requestID, timeout: timeout))
+                let response = try await auth.call(AuthAPI.getJWKS, AuthGetJWKSRequest(), requestID: requestID)
                 let keys = await VerificationKey.publicKeys(fromJWKS: response.jwksJson)
                 state.withLock { state in
                     var verifier = AccessTokenVerifier(keys: keys, issuer: state.verifier.issuer, audience: state.verifier.audience)
@@ -82,7 +78,6 @@ public final class JWKSCache: Sendable {
                 }
                 logger.info("jwks loaded", metadata: ["kids": "\(keys.map(\.kid).sorted().joined(separator: ","))", "request_id": "\(requestID)"])
             } catch {
-                if EdgeMetrics.isFailure(error) { metrics?.rpcFailed(AuthAPI.getJWKS) }
                 logger.warning("jwks refresh failed", metadata: ["error": "\(error)", "request_id": "\(requestID)"])
             }
         }
@@ -95,13 +90,11 @@ public final class JWKSCache: Sendable {
 /// checks revocation).
 struct EdgeTokenVerifier: Sendable {
     let cache: JWKSCache
-    let auth: RPCClient
-    let timeout: Duration
+    let auth: AuthGateway
     /// Tokens whose signature was already checked: a client sends the same token for up to 15 min,
     /// and RSA verification is most of the edge's CPU per request. A hit needs the byte-identical
     /// token and still has its time claims checked; revocation is checked as usual.
     let verified = VerifiedTokenCache()
-    var metrics: EdgeMetrics? = nil
 
     /// The claims, and whether auth already checked revocation.
     func verify(_ token: String, now: Date, requestID: String) async throws -> (claims: AccessClaims, revocationChecked: Bool) {
@@ -121,16 +114,9 @@ struct EdgeTokenVerifier: Sendable {
     private func verifyWithAuth(_ token: String, requestID: String) async throws -> AccessClaims {
         var request = AuthVerifyAccessTokenRequest()
         request.accessToken = token
-        let response: AuthVerifyAccessTokenResponse
-        do {
-            response = try await auth.call(AuthAPI.verifyAccessToken, request, options: CallOptions(requestID: requestID, timeout: timeout))
-        } catch let error as RPCError where error.code == .unauthenticated {
-            throw AccessTokenError.badSignature
-        } catch {
-            // Fail closed: no answer from auth, no access.
-            if EdgeMetrics.isFailure(error) { metrics?.rpcFailed(AuthAPI.verifyAccessToken) }
-            throw EdgeError.serviceUnavailable("cannot verify the session right now, retry shortly")
-        }
+        // Fail closed: no answer from auth, no access.
+        let response = try await auth.guardCall(AuthAPI.verifyAccessToken, request, requestID: requestID, refusal: AccessTokenError.badSignature,
+                                                unavailable: "cannot verify the session right now, retry shortly")
         return AccessClaims(
             sub: response.principal.userID.lowercased(), sid: response.sessionID.lowercased(), role: response.principal.role,
             jti: response.jti.lowercased(), exp: response.expiresAt, amr: response.amr,

@@ -241,9 +241,8 @@ enum ReadinessRoutes {
     static func ready(_ call: EdgeCall) async throws -> EdgeReply {
         var authReady = true
         do {
-            _ = try await call.app.auth.call(AuthAPI.getJWKS, AuthGetJWKSRequest(), options: CallOptions(requestID: call.requestID, timeout: .seconds(1)))
+            _ = try await call.app.auth.call(AuthAPI.getJWKS, AuthGetJWKSRequest(), requestID: call.requestID, timeout: .seconds(1))
         } catch {
-            if EdgeMetrics.isFailure(error) { call.app.metrics.rpcFailed(AuthAPI.getJWKS) }
             authReady = false
         }
         let broker = call.app.brokerTransport.map { $0.isConnected ? "ok" : "unavailable" } ?? "not_configured"

@@ -61,14 +61,14 @@ public func buildApplication(configuration: EdgeConfiguration, logger: Logger, a
     case .https(let host, let port, let tls, let redirectPort):
         let store = try TLSCertificateStore(tls)
         certificates = store
-        services.append(try listener(.api, EdgeResponder(state: state, isTLS: true, trustedProxies: nil), host: host, port: port,
+        services.append(try listener(.api, EdgePipeline.responder(state: state, isTLS: true, trustedProxies: nil), host: host, port: port,
                                      tls: try tls.serverConfiguration(certificates: store), onRunning: { ports.set(api: $0) }))
         if serveRedirect {
             services.append(try listener(.redirect, RedirectResponder(baseURL: configuration.publicBaseURL), host: host, port: redirectPort ?? 0,
                                          tls: nil, onRunning: { ports.set(redirect: $0) }))
         }
     case .behindProxy(let host, let port, let trusted):
-        let responder = EdgeResponder(state: state, isTLS: false, trustedProxies: Set(trusted.compactMap(IPAddress.canonical)))
+        let responder = EdgePipeline.responder(state: state, isTLS: false, trustedProxies: Set(trusted.compactMap(IPAddress.canonical)))
         services.append(try listener(.api, responder, host: host, port: port, tls: nil, onRunning: { ports.set(api: $0) }))
     }
     // C-17: /metrics only here — plain HTTP on a loopback address (checked by validate(), and for

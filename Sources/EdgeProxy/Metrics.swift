@@ -51,7 +51,7 @@ public final class EdgeMetrics: Sendable {
 
     func requestStarted() { inFlight.wrappingAdd(1, ordering: .relaxed) }
 
-    /// One finished request: the access-log hook (`EdgeResponder.respond`). `route` is the
+    /// One finished request: the access-log hook (`AccessLogStage`). `route` is the
     /// template, or nil when none matched.
     func requestFinished(route: String?, method: String, status: Int, duration: Duration) {
         inFlight.wrappingSubtract(1, ordering: .relaxed)

@@ -103,15 +103,11 @@ extension EdgeApplicationState {
 /// refuses blocked client addresses with 403. If auth cannot answer, the last list stays.
 final class IPBlocklist: Sendable {
     private let blocks = Mutex<[String: Int64]>([:])
-    private let rpc: RPCClient
-    private let timeout: Duration
+    private let auth: AuthGateway
     private let logger: Logger
-    private let metrics: EdgeMetrics?
 
-    init(rpc: RPCClient, timeout: Duration, logger: Logger, metrics: EdgeMetrics? = nil) {
-        self.rpc = rpc
-        self.metrics = metrics
-        self.timeout = timeout
+    init(auth: AuthGateway, logger: Logger) {
+        self.auth = auth
         self.logger = logger
     }
 
@@ -122,13 +118,12 @@ final class IPBlocklist: Sendable {
 
     func refresh(requestID: String) async {
         do {
-            let response = try await rpc.call(AuthAPI.listIPBlocks, AuthListIPBlocksRequest(), options: CallOptions(requestID: requestID, timeout: timeout))
+            let response = try await auth.call(AuthAPI.listIPBlocks, AuthListIPBlocksRequest(), requestID: requestID)
             // Keyed by canonical address, as client addresses are (auth stores `::ffff:a.b.c.d`
             // for a mapped address, which the edge sees as `a.b.c.d`).
             let table = Dictionary(response.blocks.map { (IPAddress.canonical($0.ip) ?? $0.ip, $0.blockedUntil) }, uniquingKeysWith: max)
             blocks.withLock { $0 = table }
         } catch {
-            if EdgeMetrics.isFailure(error) { metrics?.rpcFailed(AuthAPI.listIPBlocks) }
             logger.debug("ip blocklist refresh failed", metadata: ["error": "\(error)"])
         }
     }

@@ -85,7 +85,7 @@ enum AuthRoutes {
     static func login(_ call: EdgeCall) async throws -> EdgeReply {
         let body = try await call.decode(LoginBody.self)
         // 5 per 5 minutes per IP + account (the account normalised as auth does).
-        try await call.enforce(.login, key: "ip:\(call.clientIP)|account:\(FieldRules.normalizedEmail(body.email))")
+        try await call.enforce(.login, key: RateLimitKey.login(clientIP: call.clientIP, email: body.email))
         var request = AuthLoginRequest()
         request.email = body.email
         request.password = body.password

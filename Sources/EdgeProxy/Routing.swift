@@ -123,16 +123,9 @@ public struct EdgeCall: Sendable {
 
     var callOptions: CallOptions { CallOptions(requestID: requestID, timeout: app.configuration.rpcTimeout) }
 
+    /// One call on auth through the gateway, its errors shaped as HTTP.
     func rpc<Request, Response>(_ method: MethodDescriptor<Request, Response>, _ message: Request, passwordField: String = "password", fieldNames: [String: String] = [:]) async throws -> Response {
-        do {
-            return try await app.auth.call(method, message, options: callOptions)
-        } catch let error as RPCError {
-            if EdgeMetrics.isFailure(error) { app.metrics.rpcFailed(method) }
-            throw error.edgeError(passwordField: passwordField, fieldNames: fieldNames)
-        } catch {
-            app.metrics.rpcFailed(method)
-            throw error
-        }
+        try await app.auth.request(method, message, requestID: requestID, passwordField: passwordField, fieldNames: fieldNames)
     }
 
     /// One call on the broker with the request id and a deadline. No broker configured, or its

@@ -192,18 +192,23 @@ extension TestClient.Response {
 
     /// The `{"error": {...}}` object; fails the test when the shape is wrong.
     func errorObject(sourceLocation: SourceLocation = #_sourceLocation) throws -> [String: Any] {
-        let object = try jsonObject()
-        guard let error = object["error"] as? [String: Any] else { throw HarnessError("no error object in \(text)") }
-        #expect(object.count == 1, "only `error` at the top level", sourceLocation: sourceLocation)
-        #expect((error["code"] as? String).map { !$0.isEmpty && $0.allSatisfy { $0.isLowercase || $0 == "_" } } == true, "snake_case code: \(text)", sourceLocation: sourceLocation)
-        #expect((error["message"] as? String)?.isEmpty == false, sourceLocation: sourceLocation)
-        #expect(error["request_id"] as? String == headers[.requestID], "request id in body = header", sourceLocation: sourceLocation)
-        return error
+        try checkedErrorObject(text, requestIDHeader: headers[.requestID], sourceLocation: sourceLocation)
     }
 
     func errorCode(sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
         try errorObject(sourceLocation: sourceLocation)["code"] as? String ?? ""
     }
+}
+
+/// The `{"error": {...}}` object of a response body, checked for the shape every error has.
+func checkedErrorObject(_ text: String, requestIDHeader: String?, sourceLocation: SourceLocation) throws -> [String: Any] {
+    guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { throw HarnessError("not a JSON object: \(text)") }
+    guard let error = object["error"] as? [String: Any] else { throw HarnessError("no error object in \(text)") }
+    #expect(object.count == 1, "only `error` at the top level", sourceLocation: sourceLocation)
+    #expect((error["code"] as? String).map { !$0.isEmpty && $0.allSatisfy { $0.isLowercase || $0 == "_" } } == true, "snake_case code: \(text)", sourceLocation: sourceLocation)
+    #expect((error["message"] as? String)?.isEmpty == false, sourceLocation: sourceLocation)
+    #expect(error["request_id"] as? String == requestIDHeader, "request id in body = header", sourceLocation: sourceLocation)
+    return error
 }
 
 func bearer(_ token: String) -> HTTPFields {
