@@ -53,7 +53,7 @@ public struct AuthConfiguration: Sendable {
     public var databaseStartupTimeout: Duration = .seconds(10)
     /// How long a request waits for a pooled PostgreSQL connection before it fails UNAVAILABLE
     /// (while the database is down, instead of waiting out the caller's deadline).
-    public var databaseConnectionWait: Duration = .seconds(1)
+    public var databaseConnectionWait: Duration = .seconds(2)
 
     public init(socketPath: String, database: PostgresClient.Configuration, signingKeys: [SigningKey], serverSecret: AuthSecrets) {
         self.serverSecret = serverSecret

@@ -47,7 +47,7 @@ public struct AuthStore: Sendable {
     private let revokedJTIs: BatchedLookup<UUID, UUID>
 
     /// `connectionWait`: how long a request may wait for a pooled connection (UNAVAILABLE after).
-    public init(client: PostgresClient, connectionWait: Duration = .seconds(1)) {
+    public init(client: PostgresClient, connectionWait: Duration = .seconds(2)) {
         self.client = BoundedPostgresClient(client, connectionWait: connectionWait)
         self.usersByID = Self.batchedLookup(self.client, UsersByID.init, key: \.id)
         self.revokedJTIs = Self.batchedLookup(self.client, RevokedJTIs.init, key: { $0 })

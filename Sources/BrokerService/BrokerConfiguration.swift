@@ -13,7 +13,7 @@ public struct BrokerConfiguration: Sendable {
     public var databaseStartupTimeout: Duration = .seconds(15)
     /// How long a request waits for a pooled PostgreSQL connection before it fails UNAVAILABLE
     /// (while the database is down, instead of waiting out the caller's deadline).
-    public var databaseConnectionWait: Duration = .seconds(1)
+    public var databaseConnectionWait: Duration = .seconds(2)
     /// vault.sock: the broker is the only uid the vault answers `Decrypt` for.
     public var vaultSocketPath: String
     /// Deadline of each call to the vault.

@@ -12,7 +12,7 @@ import Synchronization
 /// would wait past the caller's RPC deadline, and the edge would answer 504 instead of 503.
 /// Here a request still without a connection leaves the queue and fails with
 /// ``DatabaseUnavailable`` (UNAVAILABLE) when no request of this client has been handed a
-/// connection (or finished a query) for `connectionWait`: the database is down or stuck. A pool
+/// connection (or finished its work) for `connectionWait`: the database is down or stuck. A pool
 /// that is merely busy (64 refreshes of one token queue on its row lock) keeps handing out
 /// connections, and its waiters wait on. Only the wait for a connection is bounded: once a
 /// connection is leased, the work on it runs to its end (a transaction is never cut in half).
@@ -22,7 +22,7 @@ public struct BoundedPostgresClient: Sendable {
     public let connectionWait: Duration
     private let progress = PoolProgress()
 
-    public init(_ client: PostgresClient, connectionWait: Duration = .seconds(1)) {
+    public init(_ client: PostgresClient, connectionWait: Duration = .seconds(2)) {
         self.client = client
         self.connectionWait = connectionWait
     }
@@ -87,10 +87,14 @@ public struct BoundedPostgresClient: Sendable {
         return try await withThrowingTaskGroup(of: Outcome<Result>.self) { group in
             group.addTask {
                 do {
-                    return .finished(try await operation {
+                    let result = try await operation {
                         lease.hasConnection.store(true, ordering: .releasing)
                         progress.record()
-                    })
+                    }
+                    // A finished transaction is progress too: on a busy pool the next lease can
+                    // be a while coming, but work is being done.
+                    progress.record()
+                    return .finished(result)
                 } catch where lease.timedOut.load(ordering: .acquiring) {
                     // Cancelled by the timer: out of the pool's queue (`queryCancelled`), or,
                     // in a lost race, right after the lease, before any statement ran.

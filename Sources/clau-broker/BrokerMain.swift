@@ -45,8 +45,8 @@ struct BrokerMain: AsyncParsableCommand {
     @Option(help: "PostgreSQL connections, all opened at start (a fixed pool on the local socket).")
     var dbConnections: Int = 8
 
-    @Option(help: "Milliseconds a request waits for a PostgreSQL connection before it fails as unavailable (10-10000).")
-    var dbConnectionWaitMs: Int = 1000
+    @Option(help: "Milliseconds without progress of the PostgreSQL pool after which a request still waiting for a connection fails as unavailable (10-10000).")
+    var dbConnectionWaitMs: Int = 2000
 
     @Option(help: "File holding the PostgreSQL password (mode 0400/0600; default: $CREDENTIALS_DIRECTORY/db-password if present, else peer/trust auth).")
     var dbPasswordFile: String?

@@ -72,8 +72,8 @@ struct BoundedPostgresClientTests {
                 let elapsed = ContinuousClock.now - started
                 #expect(error?.rpcError.code == .unavailable)
                 // Not the pool's own giving up (a different error, after 15 s of failures), and
-                // before a 5 s RPC deadline with room to spare on a loaded test machine.
-                #expect(elapsed >= .milliseconds(300) && elapsed < .seconds(5), "\(statement) gave up after \(elapsed)")
+                // seconds sooner even when a loaded test run delays every timer.
+                #expect(elapsed >= .milliseconds(300) && elapsed < .seconds(10), "\(statement) gave up after \(elapsed)")
             }
         }
     }

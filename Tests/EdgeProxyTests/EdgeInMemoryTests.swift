@@ -210,6 +210,7 @@ struct EdgeInMemoryTests {
     @Test func requestIDIsEchoedAndCarriedToAuthWithTheDeadline_R14() async throws {
         let edge = try await InMemoryEdge { $0.rpcTimeout = .seconds(3) }
         let token = try edge.token()
+        let started = ContinuousClock.now
         try await edge.test { client in
             let kept = try await client.execute(uri: "/v1/me", method: .get, headers: bearer(token) + [.requestID: "trace-1.a_B"])
             #expect(kept.status == .ok)
@@ -220,9 +221,12 @@ struct EdgeInMemoryTests {
         }
         let calls = edge.auth.calls.filter { $0.requestID == "trace-1.a_B" }
         #expect(Set(calls.map { String($0.method.split(separator: "/").last ?? "") }) == ["GetJWKS", "CheckRevoked", "GetUser"])
+        // Each deadline is its call's moment plus the configured 3 s: no earlier than 3 s after
+        // the test began, no later than 3 s from now (a slow machine moves both ends alike).
+        let checked = ContinuousClock.now
         for call in calls {
-            let remaining = try #require(call.deadline) - .now
-            #expect(remaining > .zero && remaining <= .seconds(3), "the configured rpcTimeout, not another")
+            let deadline = try #require(call.deadline)
+            #expect(deadline >= started + .seconds(3) && deadline <= checked + .seconds(3), "the configured rpcTimeout, not another")
         }
     }
 

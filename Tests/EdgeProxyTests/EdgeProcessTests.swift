@@ -865,8 +865,9 @@ extension EdgeProcessTests {
                 }
             }
             #expect(state.failures.isEmpty, "requests without an HTTP answer: \(state.failures.prefix(5))")
-            // 503 while a dependency is down. With PostgreSQL down, a request waits at most
-            // `--db-connection-wait-ms` for a connection, then fails UNAVAILABLE. One residual
+            // 503 while a dependency is down. With PostgreSQL down, a request waiting for a
+            // connection fails UNAVAILABLE once the pool has handed out none for
+            // `--db-connection-wait-ms`. One residual
             // exception, kept visible here: in about one drill in eight, one request sent just as
             // PostgreSQL stops still waits out the 5 s RPC deadline (504) after it got a
             // connection; the lines printed above name it when it happens.

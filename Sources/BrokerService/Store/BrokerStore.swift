@@ -37,7 +37,7 @@ public struct BrokerStore: Sendable {
     public let client: BoundedPostgresClient
 
     /// `connectionWait`: how long a request may wait for a pooled connection (UNAVAILABLE after).
-    public init(client: PostgresClient, connectionWait: Duration = .seconds(1)) {
+    public init(client: PostgresClient, connectionWait: Duration = .seconds(2)) {
         self.client = BoundedPostgresClient(client, connectionWait: connectionWait)
     }
 
