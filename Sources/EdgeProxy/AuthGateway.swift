@@ -3,7 +3,8 @@ import Logging
 import RPC
 
 /// The edge's only way to reach auth. Every call carries the request's id and the configured
-/// deadline, counts "no usable answer" in `clau_edge_auth_rpc_failures_total` (C-17), and ends
+/// deadline, is counted in `clau_edge_rpc_calls_total` and, without a usable answer, in
+/// `clau_edge_auth_rpc_failures_total` (C-17), and ends
 /// in one of three ways chosen by the caller:
 ///
 /// - `call`: the RPC's own error, untouched (background refreshes decide for themselves);
@@ -30,6 +31,7 @@ struct AuthGateway: Sendable {
 
     /// One call; failures are counted and rethrown as they came.
     func call<Request, Response>(_ method: MethodDescriptor<Request, Response>, _ message: Request, requestID: String, timeout: Duration? = nil) async throws -> Response {
+        metrics?.rpcCalled("auth", method)
         do {
             return try await client.call(method, message, options: options(requestID: requestID, timeout: timeout))
         } catch {

@@ -25,6 +25,11 @@ public final class EdgeMetrics: Sendable {
         var status: Int
     }
 
+    struct RPCCallKey: Hashable {
+        var service: String
+        var method: String
+    }
+
     struct Histogram {
         /// Per bucket (not cumulative; the last slot is `+Inf`).
         var counts: [UInt64] = Array(repeating: 0, count: EdgeMetrics.durationBuckets.count + 1)
@@ -38,6 +43,8 @@ public final class EdgeMetrics: Sendable {
         var admissionRejections: UInt64 = 0
         var rateLimited: [String: UInt64] = [:]
         var rpcFailures: [String: UInt64] = [:]
+        /// Every call made, by service and method: what one request costs downstream.
+        var rpcCalls: [RPCCallKey: UInt64] = [:]
         var brokerRPCFailures: [String: UInt64] = [:]
         var tokenRejections: UInt64 = 0
     }
@@ -69,6 +76,11 @@ public final class EdgeMetrics: Sendable {
 
     /// C-9/R-15: a request refused with 429.
     func rateLimited(_ category: RateCategory) { state.withLock { $0.rateLimited[category.rawValue, default: 0] &+= 1 } }
+
+    /// A call made to `service` (auth or broker), answered or not.
+    func rpcCalled<Request, Response>(_ service: String, _ method: MethodDescriptor<Request, Response>) {
+        state.withLock { $0.rpcCalls[RPCCallKey(service: service, method: method.method), default: 0] &+= 1 }
+    }
 
     /// A call to auth that got no usable answer (transport error, deadline, unavailable, internal).
     func rpcFailed(_ method: String) { state.withLock { $0.rpcFailures[method, default: 0] &+= 1 } }
@@ -135,6 +147,11 @@ public final class EdgeMetrics: Sendable {
         Self.header(&out, "clau_edge_rate_limited_total", "counter", "Requests refused with 429, by rate-limit category (C-9, R-15).")
         for (category, value) in snapshot.rateLimited.sorted(by: { $0.key < $1.key }) {
             Self.sample(&out, "clau_edge_rate_limited_total", [("category", category)], value)
+        }
+
+        Self.header(&out, "clau_edge_rpc_calls_total", "counter", "Calls made to auth and the broker, by service and RPC method.")
+        for (key, value) in snapshot.rpcCalls.sorted(by: { ($0.key.service, $0.key.method) < ($1.key.service, $1.key.method) }) {
+            Self.sample(&out, "clau_edge_rpc_calls_total", [("service", key.service), ("method", key.method)], value)
         }
 
         Self.header(&out, "clau_edge_auth_rpc_failures_total", "counter", "Calls to auth that got no usable answer (transport, deadline, unavailable, internal), by RPC method.")

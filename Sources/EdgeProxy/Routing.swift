@@ -132,6 +132,7 @@ public struct EdgeCall: Sendable {
     /// socket down, is 503; the broker's own errors become HTTP errors by `brokerEdgeError`.
     func broker<Request, Response>(_ method: MethodDescriptor<Request, Response>, _ message: Request, fieldNames: [String: String] = [:]) async throws -> Response {
         guard let broker = app.broker else { throw EdgeError.brokerNotConfigured }
+        app.metrics.rpcCalled("broker", method)
         do {
             return try await broker.call(method, message, options: callOptions)
         } catch let error as RPCError {

@@ -228,6 +228,14 @@ struct EdgeInMemoryTests {
             let deadline = try #require(call.deadline)
             #expect(deadline >= started + .seconds(3) && deadline <= checked + .seconds(3), "the configured rpcTimeout, not another")
         }
+        // Every call auth received is counted once, by method (what scripts/edge-bench divides
+        // by the requests it sent).
+        let metrics = edge.state.metrics.render()
+        let received = Dictionary(grouping: edge.auth.calls) { String($0.method.split(separator: "/").last ?? "") }.mapValues(\.count)
+        #expect(!received.isEmpty)
+        for (method, count) in received {
+            #expect(metrics.contains(#"clau_edge_rpc_calls_total{service="auth",method="\#(method)"} \#(count)\#n"#), "\(method): \(metrics)")
+        }
     }
 
     @Test func accessLogLineHasItsFieldsAndNoSecrets_C17() async throws {

@@ -166,7 +166,7 @@ struct EdgeMetricsTests {
                 #expect(zip(buckets, buckets.dropFirst()).allSatisfy { $0.value <= $1.value }, "cumulative")
             }
             for family in ["clau_edge_http_requests_total counter", "clau_edge_http_request_duration_seconds histogram", "clau_edge_http_in_flight_requests gauge",
-                           "clau_edge_admission_rejections_total counter", "clau_edge_rate_limited_total counter", "clau_edge_auth_rpc_failures_total counter",
+                           "clau_edge_admission_rejections_total counter", "clau_edge_rate_limited_total counter", "clau_edge_rpc_calls_total counter", "clau_edge_auth_rpc_failures_total counter",
                            "clau_edge_token_rejections_total counter"] {
                 #expect(text.contains("# TYPE \(family)\n"), "\(family)")
                 #expect(text.contains("# HELP \(family.split(separator: " ")[0]) "), "\(family)")

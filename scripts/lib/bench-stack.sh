@@ -1,7 +1,7 @@
 # Sourced by scripts/edge-bench and scripts/soak: a throwaway stack of release builds (auth, vault,
 # broker, edge, fakes) over a throwaway PostgreSQL and a test CA, one user signed in with a linked
 # fake Alpaca account. Expects: root, rel (release bin dir), dbg (debug bin dir with clauctl),
-# bench_name. Sets: dir, base, token, the *_pid variables and postmaster; removes it all on exit.
+# bench_name; optional bench_bcrypt_cost (default 10). Sets: dir, base, token, the *_pid variables and postmaster; removes it all on exit.
 dir=$(mktemp -d "/tmp/clau-${bench_name:-bench}.XXXXXX")
 chmod 0755 "$dir"   # the PostgreSQL cluster runs as user postgres; keys/ stays 0700
 pids=()
@@ -34,7 +34,7 @@ chmod 0400 jwt.pem auth-secret tls.key fernet-keys alpaca-client-secret stripe-s
 cd "$root"
 me=$(id -un)
 "$rel/clau-auth" --socket "$dir/run/auth.sock" --db-socket "$pgsocket" --signing-key "RS256:bench-1:$dir/keys/jwt.pem" \
-  --secret-file "$dir/keys/auth-secret" --mail "maildir:$dir/mail" --edge-user "$me" --bcrypt-cost 10 --log-level warning >"$dir/auth.log" 2>&1 &
+  --secret-file "$dir/keys/auth-secret" --mail "maildir:$dir/mail" --edge-user "$me" --bcrypt-cost "${bench_bcrypt_cost:-10}" --log-level warning >"$dir/auth.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$dir/run/auth.sock" ] && break; sleep 0.1; done
 fakes=http://127.0.0.1:18099
@@ -56,7 +56,7 @@ for _ in $(seq 100); do [ -S "$dir/run/vault.sock" ] && break; sleep 0.1; done
 pids+=($!)
 for _ in $(seq 100); do [ -S "$dir/run/broker.sock" ] && break; sleep 0.1; done
 "$rel/clau-edge" --host 127.0.0.1 --port 18443 --redirect-port 0 --tls-certificate "$dir/keys/tls.crt" --tls-key "$dir/keys/tls.key" \
-  --auth-socket "$dir/run/auth.sock" --broker-socket "$dir/run/broker.sock" --rate-limit-multiplier 100000 --log-level warning >"$dir/edge.log" 2>&1 &
+  --auth-socket "$dir/run/auth.sock" --broker-socket "$dir/run/broker.sock" --rate-limit-multiplier 100000 --metrics-port 18464 --log-level warning >"$dir/edge.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -sf --cacert "$dir/keys/ca.crt" https://localhost:18443/readyz >/dev/null && break; sleep 0.1; done
 base=https://localhost:18443
